@@ -15,7 +15,9 @@ def _is_number(value: object) -> bool:
 def non_negative(owner: str, name: str, value: object, *, finite: bool = True) -> float:
     """A duration or amount >= 0 (seconds where it is a duration)."""
     if not _is_number(value) or value < 0 or (finite and math.isinf(value)):  # type: ignore[operator,arg-type]
-        raise InvalidConfig(owner, name, value, "a finite number >= 0" if finite else "a number >= 0")
+        raise InvalidConfig(
+            owner, name, value, "a finite number >= 0" if finite else "a number >= 0"
+        )
     return float(value)  # type: ignore[arg-type]
 
 
@@ -55,19 +57,19 @@ def exception_types(owner: str, name: str, value: object) -> tuple[type[BaseExce
     for item in items:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
             raise InvalidConfig(owner, name, value, "an exception class or a tuple of them")
-    return items  # type: ignore[return-value]
+    return items
 
 
 def statuses(owner: str, name: str, value: object) -> frozenset[int]:
     """A collection of HTTP status codes (100..599)."""
     try:
-        codes = frozenset(value)  # type: ignore[call-overload]
+        codes: frozenset[object] = frozenset(value)  # type: ignore[call-overload]
     except TypeError:
         raise InvalidConfig(owner, name, value, "a collection of HTTP status codes") from None
     for code in codes:
         if not isinstance(code, int) or isinstance(code, bool) or not 100 <= code <= 599:
             raise InvalidConfig(owner, name, value, "a collection of HTTP status codes in 100..599")
-    return codes
+    return frozenset(c for c in codes if isinstance(c, int))
 
 
 def callable_or_none(owner: str, name: str, value: object) -> None:

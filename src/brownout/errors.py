@@ -95,7 +95,9 @@ class CircuitOpen(Rejected):
         when = "until closed by hand" if until is None else f"until t={until:.3f}"
         if state == "half_open":
             when = "while its half-open probes run"
-        super().__init__(f"circuit breaker {policy!r} is {state}: calls refused {when}", policy=policy)
+        super().__init__(
+            f"circuit breaker {policy!r} is {state}: calls refused {when}", policy=policy
+        )
 
 
 class Overloaded(Rejected):
@@ -109,7 +111,9 @@ class BulkheadFull(Overloaded):
     the call waited before being refused (0 when the queue was full at once).
     """
 
-    def __init__(self, *, policy: str, max_concurrent: int, max_queue: int, waited_s: float) -> None:
+    def __init__(
+        self, *, policy: str, max_concurrent: int, max_queue: int, waited_s: float
+    ) -> None:
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
         self.waited_s = waited_s

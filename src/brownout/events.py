@@ -30,6 +30,7 @@ __all__ = [
     "RetryAbandoned",
     "RetryScheduled",
     "StaleServed",
+    "Subscriber",
 ]
 
 _log = logging.getLogger("brownout.events")

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from .._clock import Clock, monotonic_clock
 from .. import _validate as v
+from .._clock import Clock, monotonic_clock
 
 __all__ = [
     "DEADLINE_HEADER",
@@ -115,7 +115,10 @@ _GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9
 def parse_grpc_timeout(value: str) -> float:
     """Seconds from a ``grpc-timeout`` value: 1 to 8 digits and a unit (H M S m u n)."""
     digits, unit = value[:-1], value[-1:]
-    if not (1 <= len(digits) <= 8 and digits.isascii() and digits.isdigit()) or unit not in _GRPC_UNITS:
+    if (
+        not (1 <= len(digits) <= 8 and digits.isascii() and digits.isdigit())
+        or unit not in _GRPC_UNITS
+    ):
         raise ValueError(
             f"grpc-timeout={value!r} must be 1 to 8 digits followed by one of H, M, S, m, u, n"
         )

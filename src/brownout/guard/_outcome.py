@@ -64,3 +64,21 @@ class Selector:
         if self.statuses and status_of(result) in self.statuses:
             return True
         return self.result_pred is not None and bool(self.result_pred(result))
+
+
+class DurationEstimate:
+    """Smoothed duration of successful attempts (seconds): the first sample, then an EWMA
+    with weight ``alpha`` for each new one. Zero until the first sample."""
+
+    __slots__ = ("alpha", "seconds", "seen")
+
+    def __init__(self, alpha: float = 0.2) -> None:
+        self.alpha = alpha
+        self.seconds = 0.0
+        self.seen = False
+
+    def observe(self, seconds: float) -> None:
+        if self.seen:
+            self.seconds += self.alpha * (seconds - self.seconds)
+        else:
+            self.seconds, self.seen = seconds, True

@@ -29,7 +29,9 @@ class Call:
 
     __slots__ = ("args", "fn", "kwargs")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
@@ -67,9 +69,7 @@ class Policy:
         """Run the plain function ``fn(*args, **kwargs)`` under this policy."""
         return self._run(run_sync_call, Call(fn, args, kwargs))  # type: ignore[no-any-return]
 
-    async def acall(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` under this policy."""
         return await self._arun(run_async_call, Call(fn, args, kwargs))  # type: ignore[no-any-return]
 

@@ -4,8 +4,9 @@ import asyncio
 import heapq
 import itertools
 import weakref
+from contextvars import Token
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from .. import _validate as v
 from .._clock import Clock, TimerHandle, monotonic_clock
@@ -121,7 +122,9 @@ class Timeout(Policy):
     name: str = "timeout"
     clock: Clock = field(default=monotonic_clock, repr=False, compare=False)
     events: Events = field(default_factory=Events, repr=False, compare=False)
-    _state: _TimeoutState = field(default_factory=_TimeoutState, init=False, repr=False, compare=False)
+    _state: _TimeoutState = field(
+        default_factory=_TimeoutState, init=False, repr=False, compare=False
+    )
 
     kind = "timeout"
 
@@ -200,7 +203,11 @@ class Timeout(Policy):
         _current.reset(token)
         if entry.fired:
             task = asyncio.current_task()
-            if task is not None and task.uncancel() == 0 and isinstance(exc, asyncio.CancelledError):
+            if (
+                task is not None
+                and task.uncancel() == 0
+                and isinstance(exc, asyncio.CancelledError)
+            ):
                 raise self._expired(started=True) from None
 
     async def _arun(self, nxt: AsyncNext, call: Call) -> Any:
@@ -225,7 +232,7 @@ class Timeout(Policy):
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        dl, token = _scope.pop(self)  # type: ignore[misc]
+        dl, token = cast("tuple[Deadline | None, Token[Deadline | None] | None]", _scope.pop(self))
         if token is not None:
             _current.reset(token)
         if dl is not None and exc is None and dl.remaining() < 0:

@@ -47,7 +47,9 @@ class MockClock:
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` (>= 0), firing what falls due on the way."""
         if not seconds >= 0:
-            raise InvalidConfig("MockClock.advance", "seconds", seconds, ">= 0 (time never goes back)")
+            raise InvalidConfig(
+                "MockClock.advance", "seconds", seconds, ">= 0 (time never goes back)"
+            )
         self.jump_to(self._now + seconds)
 
     def jump_to(self, when: float) -> None:

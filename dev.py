@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Set up and run brownout from a fresh clone, with nothing but Python 3.11+.
+
+    python3 dev.py demo     the main job (see README: what it runs today)
+    python3 dev.py test     format check, lint, type check and the whole test suite
+    python3 dev.py bench    the guard benchmarks (full length)
+
+Each command creates ./.venv when it is missing and installs the project with what the
+command needs; it reinstalls only when pyproject.toml changed since the last install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def ensure_env() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("dev.py: Python 3.11 or newer is required, this is " + sys.version.split()[0])
+    if not PY.exists():
+        print("dev.py: creating .venv", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    stamp = VENV / ".brownout-installed"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    print("dev.py: installing brownout with its test and benchmark tools", flush=True)
+    pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "-U", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[all,dev]"], check=True)
+    stamp.write_text(digest)
+
+
+def run(*cmd: str) -> None:
+    print("dev.py: " + " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, cwd=ROOT, check=False)
+    if done.returncode:
+        sys.exit(done.returncode)
+
+
+def tool(name: str) -> str:
+    return str(BIN / name)
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ("demo", "test", "bench"):
+        sys.exit("usage: python3 dev.py demo | test | bench")
+    ensure_env()
+    command, rest = argv[0], argv[1:]
+    if command == "test":
+        run(tool("ruff"), "format", "--check", "src", "tests", "benchmarks", "dev.py")
+        run(tool("ruff"), "check", "src", "tests", "benchmarks", "dev.py")
+        run(tool("mypy"))
+        run(str(PY), "-m", "pytest", "-q", *rest)
+    elif command == "demo":
+        # Until `brownout demo` exists (issue 8), the most complete end-to-end run is the
+        # guard benchmark: every policy around a real call, against its Python peers.
+        run(str(PY), "benchmarks/bench_guard.py", "--quick", *rest)
+    else:
+        run(str(PY), "benchmarks/bench_guard.py", *rest)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .._version import __version__
+
+DESCRIPTION = """\
+brownout: measure what every request costs, predict where the service saturates,
+prove it with honest open-model load, and protect it with policies that fail in a
+controlled way.
+
+The guard policies (Timeout, Retry, RetryBudget, CircuitBreaker, Bulkhead, Hedge,
+Fallback, Cache, Pipeline) are a Python library: `import brownout`. Commands for load,
+faults, profiling, prediction, simulation, reports and the demo arrive as subcommands.
+"""
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="brownout",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"brownout {__version__}")
+    parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 usage error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"brownout: error: {exc} (see brownout --help)", file=sys.stderr)
+        return 2
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return 0  # pragma: no cover - every subcommand returns from its own handler
+
+
+def run() -> NoReturn:
+    sys.exit(main())
