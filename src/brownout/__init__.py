@@ -10,6 +10,7 @@ from ._clock import Clock as Clock
 from ._clock import MonotonicClock as MonotonicClock
 from ._version import __version__ as __version__
 from .guard import Attempt as Attempt
+from .guard import Bulkhead as Bulkhead
 from .guard import Deadline as Deadline
 from .guard import Fallback as Fallback
 from .guard import Hedge as Hedge
@@ -26,6 +27,7 @@ from .guard import remaining as remaining
 
 __all__ = [
     "Attempt",
+    "Bulkhead",
     "Clock",
     "Deadline",
     "Fallback",

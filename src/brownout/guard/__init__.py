@@ -8,6 +8,7 @@ threads, in the ASGI middleware and, in virtual time, in the simulator.
 from ._budget import RatioBudget as RatioBudget
 from ._budget import RetryBudget as RetryBudget
 from ._budget import TokenBucketBudget as TokenBucketBudget
+from ._bulkhead import Bulkhead as Bulkhead
 from ._deadline import DEADLINE_HEADER as DEADLINE_HEADER
 from ._deadline import Deadline as Deadline
 from ._deadline import current_deadline as current_deadline
@@ -29,6 +30,7 @@ __all__ = [
     "DEADLINE_HEADER",
     "RECOMMENDED_ORDER",
     "Attempt",
+    "Bulkhead",
     "Deadline",
     "Fallback",
     "Hedge",

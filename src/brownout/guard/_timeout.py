@@ -6,7 +6,7 @@ import itertools
 import weakref
 from contextvars import Token
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 from .. import _validate as v
 from .._clock import Clock, TimerHandle, monotonic_clock
@@ -19,19 +19,10 @@ from ._policy import AsyncNext, Call, Policy, SyncNext
 __all__ = ["Timeout"]
 
 
-class _Entry:
-    """One guarded await: the task to cancel at ``when`` unless it finishes first."""
-
-    __slots__ = ("fired", "seq", "task", "when")
-
-    def __init__(self, when: float, seq: int, task: asyncio.Task[Any]) -> None:
-        self.when = when
-        self.seq = seq
-        self.task: asyncio.Task[Any] | None = task
-        self.fired = False
-
-    def __lt__(self, other: _Entry) -> bool:
-        return (self.when, self.seq) < (other.when, other.seq)
+# A heap entry is a list [when, seq, task or None, fired]: lists compare in C, element by
+# element, and ``seq`` is unique, so the task is never compared.
+_WHEN, _SEQ, _TASK, _FIRED = 0, 1, 2, 3
+_Entry: TypeAlias = list[Any]  # [when, seq, task or None, fired]
 
 
 class _TimerQueue:
@@ -44,26 +35,27 @@ class _TimerQueue:
     re-armed about once per timeout period instead of twice per call.
     """
 
-    __slots__ = ("armed_at", "clock", "handle", "heap", "seq")
+    __slots__ = ("armed_at", "clock", "handle", "heap", "loop", "seq")
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop) -> None:
         self.clock = clock
+        self.loop = loop
         self.heap: list[_Entry] = []
         self.seq = itertools.count()
         self.handle: TimerHandle | None = None
         self.armed_at = float("inf")
 
     def add(self, when: float, task: asyncio.Task[Any]) -> _Entry:
-        entry = _Entry(when, next(self.seq), task)
+        entry = [when, next(self.seq), task, False]
         heapq.heappush(self.heap, entry)
         if when < self.armed_at:
             self._arm(when)
         return entry
 
     def done(self, entry: _Entry) -> None:
-        entry.task = None
+        entry[_TASK] = None
         heap = self.heap
-        while heap and heap[0].task is None:
+        while heap and heap[0][_TASK] is None:
             heapq.heappop(heap)
 
     def _arm(self, when: float) -> None:
@@ -77,20 +69,23 @@ class _TimerQueue:
         self.armed_at = float("inf")
         now = self.clock.now()
         heap = self.heap
-        while heap and (heap[0].when <= now or heap[0].task is None):
+        while heap and (heap[0][_WHEN] <= now or heap[0][_TASK] is None):
             entry = heapq.heappop(heap)
-            task = entry.task
+            task = entry[_TASK]
             if task is not None and not task.done():
-                entry.fired = True
+                entry[_FIRED] = True
                 task.cancel()
         if heap:
-            self._arm(heap[0].when)
+            self._arm(heap[0][_WHEN])
 
 
 class _TimeoutState:
-    __slots__ = ("queues",)
+    __slots__ = ("last", "queues")
 
     def __init__(self) -> None:
+        # The queue used last is kept at hand; others (a policy shared by several loops, as
+        # in tests) are found by loop without keeping dead loops alive.
+        self.last: _TimerQueue | None = None
         self.queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TimerQueue] = (
             weakref.WeakKeyDictionary()
         )
@@ -174,26 +169,42 @@ class Timeout(Policy):
 
     # -- async -------------------------------------------------------------------------
 
-    def _queue(self) -> _TimerQueue:
-        loop = asyncio.get_running_loop()
-        queue = self._state.queues.get(loop)
+    def _queue(self, loop: asyncio.AbstractEventLoop) -> _TimerQueue:
+        st = self._state
+        queue = st.queues.get(loop)
         if queue is None:
-            queue = self._state.queues[loop] = _TimerQueue(self.clock)
+            queue = st.queues[loop] = _TimerQueue(self.clock, loop)
+        st.last = queue
         return queue
 
     def _enter_async(self) -> tuple[_TimerQueue, _Entry, Any] | None:
-        dl = self._deadline(self.clock.now())
-        if dl is None:
+        clock = self.clock
+        now = clock.now()
+        outer = _current.get()
+        seconds = self.seconds
+        if seconds is not None:
+            at = now + seconds
+            if outer is None or (outer.clock is clock and at <= outer.at):
+                dl = Deadline(at, clock)
+            elif outer.clock is clock:
+                dl, at = outer, outer.at
+            else:
+                dl = Deadline(at, clock).earliest(outer)
+                at = now + dl.remaining()
+        elif outer is None:
             return None
-        left = dl.remaining()
-        if left <= 0:
+        else:
+            dl = outer
+            at = outer.at if outer.clock is clock else now + outer.remaining()
+        if at <= now:
             raise self._expired(started=False)
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("Timeout needs to run inside an asyncio task")
-        queue = self._queue()
-        entry = queue.add(self.clock.now() + left, task)
-        return queue, entry, _current.set(dl)
+        queue = self._state.last
+        if queue is None or queue.loop is not task.get_loop():
+            queue = self._queue(task.get_loop())
+        return queue, queue.add(at, task), _current.set(dl)
 
     def _exit_async(
         self, scope: tuple[_TimerQueue, _Entry, Any], exc: BaseException | None
@@ -201,7 +212,7 @@ class Timeout(Policy):
         queue, entry, token = scope
         queue.done(entry)
         _current.reset(token)
-        if entry.fired:
+        if entry[_FIRED]:
             task = asyncio.current_task()
             if (
                 task is not None
