@@ -11,6 +11,7 @@ from ._clock import MonotonicClock as MonotonicClock
 from ._version import __version__ as __version__
 from .guard import Attempt as Attempt
 from .guard import Bulkhead as Bulkhead
+from .guard import Cache as Cache
 from .guard import Deadline as Deadline
 from .guard import Fallback as Fallback
 from .guard import Hedge as Hedge
@@ -28,6 +29,7 @@ from .guard import remaining as remaining
 __all__ = [
     "Attempt",
     "Bulkhead",
+    "Cache",
     "Clock",
     "Deadline",
     "Fallback",

@@ -9,6 +9,10 @@ from ._budget import RatioBudget as RatioBudget
 from ._budget import RetryBudget as RetryBudget
 from ._budget import TokenBucketBudget as TokenBucketBudget
 from ._bulkhead import Bulkhead as Bulkhead
+from ._cache import Cache as Cache
+from ._cache import CacheEntry as CacheEntry
+from ._cache import CacheStore as CacheStore
+from ._cache import MemoryCacheStore as MemoryCacheStore
 from ._deadline import DEADLINE_HEADER as DEADLINE_HEADER
 from ._deadline import Deadline as Deadline
 from ._deadline import current_deadline as current_deadline
@@ -31,9 +35,13 @@ __all__ = [
     "RECOMMENDED_ORDER",
     "Attempt",
     "Bulkhead",
+    "Cache",
+    "CacheEntry",
+    "CacheStore",
     "Deadline",
     "Fallback",
     "Hedge",
+    "MemoryCacheStore",
     "Pipeline",
     "Policy",
     "RatioBudget",
