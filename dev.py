@@ -25,7 +25,7 @@ PY = BIN / ("python.exe" if os.name == "nt" else "python")
 
 
 def ensure_env() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py must explain itself on old Pythons
         sys.exit("dev.py: Python 3.11 or newer is required, this is " + sys.version.split()[0])
     if not PY.exists():
         print("dev.py: creating .venv", flush=True)

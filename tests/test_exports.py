@@ -8,7 +8,13 @@ import pytest
 
 import brownout
 
-PUBLIC_MODULES = ["brownout", "brownout.guard", "brownout.errors", "brownout.events", "brownout.testing"]
+PUBLIC_MODULES = [
+    "brownout",
+    "brownout.guard",
+    "brownout.errors",
+    "brownout.events",
+    "brownout.testing",
+]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import brownout.errors as errors
+from brownout import errors
 
 
 def test_every_error_derives_from_the_root() -> None:

@@ -233,7 +233,7 @@ def test_block_form_retries_the_with_block() -> None:
     results = []
     for attempt in Retry(attempts=3, base_s=0.0, clock=clock):
         with attempt:
-            results.append((attempt.number, ))
+            results.append((attempt.number,))
             flaky()
     assert results == [(1,), (2,), (3,)]
 
@@ -310,7 +310,9 @@ def test_invalid_config_names_the_argument(kwargs: dict[str, object], match: str
 
 
 @given(st.integers(1, 6), st.lists(st.booleans(), min_size=1, max_size=20), st.integers(0, 2**16))
-def test_never_more_attempts_than_configured(attempts: int, outcomes: list[bool], seed: int) -> None:
+def test_never_more_attempts_than_configured(
+    attempts: int, outcomes: list[bool], seed: int
+) -> None:
     clock = MockClock()
     it = iter(outcomes)
     calls = 0

@@ -202,8 +202,8 @@ class Retry(Policy):
                 result = nxt(call)
             except Exception as exc:
                 if not select.exception(exc):
-                    if budget is not None:
-                        budget.on_success(clock.now())
+                    if budget is not None and not isinstance(exc, Rejected):
+                        budget.on_success(clock.now())  # the dependency answered
                     raise
                 delay = self._failed(attempt, previous, exc)
                 if delay is None:
@@ -229,8 +229,8 @@ class Retry(Policy):
                 result = await nxt(call)
             except Exception as exc:
                 if not select.exception(exc):
-                    if budget is not None:
-                        budget.on_success(clock.now())
+                    if budget is not None and not isinstance(exc, Rejected):
+                        budget.on_success(clock.now())  # the dependency answered
                     raise
                 delay = self._failed(attempt, previous, exc)
                 if delay is None:
@@ -302,8 +302,12 @@ class Attempt:
             retry._ok(self.started, retry.clock.now())
             return False
         if not isinstance(exc, Exception) or not retry._select.exception(exc):
-            if retry.budget is not None and isinstance(exc, Exception):
-                retry.budget.on_success(retry.clock.now())
+            if (
+                retry.budget is not None
+                and isinstance(exc, Exception)
+                and not isinstance(exc, Rejected)
+            ):
+                retry.budget.on_success(retry.clock.now())  # the dependency answered
             return False
         self.delay = retry._failed(self.number, self.previous, exc)
         return self.delay is not None

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import weakref
 from contextvars import Token
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
@@ -80,15 +79,13 @@ class _TimerQueue:
 
 
 class _TimeoutState:
-    __slots__ = ("last", "queues")
+    __slots__ = ("queue",)
 
     def __init__(self) -> None:
-        # The queue used last is kept at hand; others (a policy shared by several loops, as
-        # in tests) are found by loop without keeping dead loops alive.
-        self.last: _TimerQueue | None = None
-        self.queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TimerQueue] = (
-            weakref.WeakKeyDictionary()
-        )
+        # The queue of the loop this policy ran on last. A call on another loop starts a new
+        # queue; the old one lives on only while its own timer is armed, so no loop is kept
+        # alive by a policy beyond the one it last ran on.
+        self.queue: _TimerQueue | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,14 +133,14 @@ class Timeout(Policy):
         own = Deadline(now + self.seconds, self.clock)
         return own if outer is None else own.earliest(outer)
 
-    def _expired(self, *, started: bool) -> DeadlineExceeded:
+    def _expired(self, *, started: bool, at: float | None = None) -> DeadlineExceeded:
         if self.events:
             self.events.emit(DeadlineExpired(self.clock.now(), self.name, self.seconds, started))
         what = "ran past" if started else "refused: no budget left before"
         limit = "the deadline in force" if self.seconds is None else f"{self.seconds:g} s"
         return DeadlineExceeded(
             f"{self.name}: call {what} its deadline ({limit})",
-            deadline=None,
+            deadline=at,
             timeout_s=self.seconds,
             started=started,
         )
@@ -156,26 +153,18 @@ class Timeout(Policy):
         dl = self._deadline(now)
         if dl is None:
             return nxt(call)
-        if dl.at - dl.clock.now() <= 0:
-            raise self._expired(started=False)
+        if dl.remaining() <= 0:
+            raise self._expired(started=False, at=dl.at)
         token = _current.set(dl)
         try:
             result = nxt(call)
         finally:
             _current.reset(token)
         if dl.remaining() < 0:
-            raise self._expired(started=True)
+            raise self._expired(started=True, at=dl.at)
         return result
 
     # -- async -------------------------------------------------------------------------
-
-    def _queue(self, loop: asyncio.AbstractEventLoop) -> _TimerQueue:
-        st = self._state
-        queue = st.queues.get(loop)
-        if queue is None:
-            queue = st.queues[loop] = _TimerQueue(self.clock, loop)
-        st.last = queue
-        return queue
 
     def _enter_async(self) -> tuple[_TimerQueue, _Entry, Any] | None:
         clock = self.clock
@@ -197,13 +186,14 @@ class Timeout(Policy):
             dl = outer
             at = outer.at if outer.clock is clock else now + outer.remaining()
         if at <= now:
-            raise self._expired(started=False)
+            raise self._expired(started=False, at=at)
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("Timeout needs to run inside an asyncio task")
-        queue = self._state.last
+        st = self._state
+        queue = st.queue
         if queue is None or queue.loop is not task.get_loop():
-            queue = self._queue(task.get_loop())
+            queue = st.queue = _TimerQueue(clock, task.get_loop())
         return queue, queue.add(at, task), _current.set(dl)
 
     def _exit_async(
@@ -219,7 +209,7 @@ class Timeout(Policy):
                 and task.uncancel() == 0
                 and isinstance(exc, asyncio.CancelledError)
             ):
-                raise self._expired(started=True) from None
+                raise self._expired(started=True, at=entry[_WHEN]) from None
 
     async def _arun(self, nxt: AsyncNext, call: Call) -> Any:
         scope = self._enter_async()
@@ -238,7 +228,7 @@ class Timeout(Policy):
     def __enter__(self) -> Timeout:
         dl = self._deadline(self.clock.now())
         if dl is not None and dl.remaining() <= 0:
-            raise self._expired(started=False)
+            raise self._expired(started=False, at=dl.at)
         _scope.push(self, (dl, None if dl is None else _current.set(dl)))
         return self
 
@@ -247,7 +237,7 @@ class Timeout(Policy):
         if token is not None:
             _current.reset(token)
         if dl is not None and exc is None and dl.remaining() < 0:
-            raise self._expired(started=True)
+            raise self._expired(started=True, at=dl.at)
 
     async def __aenter__(self) -> Timeout:
         _scope.push(self, self._enter_async())
