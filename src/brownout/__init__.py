@@ -12,6 +12,7 @@ from ._version import __version__ as __version__
 from .guard import Attempt as Attempt
 from .guard import Bulkhead as Bulkhead
 from .guard import Cache as Cache
+from .guard import CircuitBreaker as CircuitBreaker
 from .guard import Deadline as Deadline
 from .guard import Fallback as Fallback
 from .guard import Hedge as Hedge
@@ -30,6 +31,7 @@ __all__ = [
     "Attempt",
     "Bulkhead",
     "Cache",
+    "CircuitBreaker",
     "Clock",
     "Deadline",
     "Fallback",

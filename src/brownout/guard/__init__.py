@@ -8,6 +8,8 @@ threads, in the ASGI middleware and, in virtual time, in the simulator.
 from ._budget import RatioBudget as RatioBudget
 from ._budget import RetryBudget as RetryBudget
 from ._budget import TokenBucketBudget as TokenBucketBudget
+from ._breaker import BreakerMachine as BreakerMachine
+from ._breaker import CircuitBreaker as CircuitBreaker
 from ._bulkhead import Bulkhead as Bulkhead
 from ._cache import Cache as Cache
 from ._cache import CacheEntry as CacheEntry
@@ -34,10 +36,12 @@ __all__ = [
     "DEADLINE_HEADER",
     "RECOMMENDED_ORDER",
     "Attempt",
+    "BreakerMachine",
     "Bulkhead",
     "Cache",
     "CacheEntry",
     "CacheStore",
+    "CircuitBreaker",
     "Deadline",
     "Fallback",
     "Hedge",
