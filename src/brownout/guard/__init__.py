@@ -5,11 +5,11 @@ whose decisions take ``now`` from the policy's clock. The same objects run in as
 threads, in the ASGI middleware and, in virtual time, in the simulator.
 """
 
+from ._breaker import BreakerMachine as BreakerMachine
+from ._breaker import CircuitBreaker as CircuitBreaker
 from ._budget import RatioBudget as RatioBudget
 from ._budget import RetryBudget as RetryBudget
 from ._budget import TokenBucketBudget as TokenBucketBudget
-from ._breaker import BreakerMachine as BreakerMachine
-from ._breaker import CircuitBreaker as CircuitBreaker
 from ._bulkhead import Bulkhead as Bulkhead
 from ._cache import Cache as Cache
 from ._cache import CacheEntry as CacheEntry
