@@ -184,6 +184,9 @@ class Pipeline(Policy):
         """Await ``fn(*args, **kwargs)`` through every policy."""
         return await self._async(Call(fn, args, kwargs))  # type: ignore[no-any-return]
 
+    def _entries(self) -> tuple[SyncNext, AsyncNext]:
+        return self._sync, self._async  # decorated calls go straight into the chain
+
     def subscribe(self, subscriber: Callable[[Event], object]) -> Callable[[], None]:
         """Subscribe to the events of every policy in the pipeline (nested ones included);
         returns a function that unsubscribes from all of them."""

@@ -83,26 +83,35 @@ class Policy:
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Use the policy as a decorator, on an ``async def`` or a plain function."""
-        return decorate(self._run, self._arun, fn)
+        return decorate(*self._entries(), fn)
+
+    def _entries(self) -> tuple[Callable[[Call], Any], Callable[[Call], Awaitable[Any]]]:
+        """The calls a decorated function goes through: ``run(call)`` and ``arun(call)``."""
+        return (
+            functools.partial(self._run, run_sync_call),
+            functools.partial(self._arun, run_async_call),
+        )
 
 
 def decorate(
-    run: Callable[[SyncNext, Call], Any],
-    arun: Callable[[AsyncNext, Call], Awaitable[Any]],
+    run: Callable[[Call], Any],
+    arun: Callable[[Call], Awaitable[Any]],
     fn: Callable[P, Any],
 ) -> Callable[P, Any]:
+    """Wrap ``fn`` so each call goes through ``run(call)`` (or ``await arun(call)`` for an
+    ``async def``), where ``call`` records the function and its arguments."""
     if not callable(fn):
         raise TypeError(f"a policy decorates a function, not {fn!r}")
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return await arun(run_async_call, Call(fn, args, kwargs))
+            return await arun(Call(fn, args, kwargs))
 
         return async_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-        return run(run_sync_call, Call(fn, args, kwargs))
+        return run(Call(fn, args, kwargs))
 
     return wrapper

@@ -212,15 +212,57 @@ class Timeout(Policy):
                 raise self._expired(started=True, at=entry[_WHEN]) from None
 
     async def _arun(self, nxt: AsyncNext, call: Call) -> Any:
-        scope = self._enter_async()
-        if scope is None:
-            return await nxt(call)
+        # The same steps as _enter_async/_exit_async, written out: this is the hot path of
+        # every async pipeline, and each helper call costs as much as the work it does.
+        clock = self.clock
+        now = clock.now()
+        outer = _current.get()
+        seconds = self.seconds
+        if seconds is not None and (
+            outer is None or (outer.clock is clock and now + seconds <= outer.at)
+        ):
+            at = now + seconds
+            dl = Deadline(at, clock)
+        else:
+            scope = self._enter_async()
+            if scope is None:
+                return await nxt(call)
+            try:
+                result = await nxt(call)
+            except BaseException as exc:
+                self._exit_async(scope, exc)
+                raise
+            self._exit_async(scope, None)
+            return result
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Timeout needs to run inside an asyncio task")
+        queue = self._state.queue
+        loop = task.get_loop()
+        if queue is None or queue.loop is not loop:
+            queue = self._state.queue = _TimerQueue(clock, loop)
+        entry = [at, next(queue.seq), task, False]
+        heap = queue.heap
+        heapq.heappush(heap, entry)
+        if at < queue.armed_at:
+            queue._arm(at)
+        token = _current.set(dl)
         try:
             result = await nxt(call)
         except BaseException as exc:
-            self._exit_async(scope, exc)
+            entry[_TASK] = None
+            while heap and heap[0][_TASK] is None:
+                heapq.heappop(heap)
+            _current.reset(token)
+            if entry[_FIRED] and task.uncancel() == 0 and isinstance(exc, asyncio.CancelledError):
+                raise self._expired(started=True, at=at) from None
             raise
-        self._exit_async(scope, None)
+        entry[_TASK] = None
+        while heap and heap[0][_TASK] is None:
+            heapq.heappop(heap)
+        _current.reset(token)
+        if entry[_FIRED]:
+            task.uncancel()
         return result
 
     # -- context manager ---------------------------------------------------------------
