@@ -5,6 +5,9 @@ caller needs to act on it (``CircuitOpen.until``, ``RateLimited.retry_after_s``)
 
     BrownoutError
     ├── InvalidConfig (also ValueError)   a policy or setting got a value outside its range
+    ├── ResultsError (also ValueError)    a results document or histogram is not valid
+    ├── ScenarioError (also ValueError)   a scenario file, table or value is not valid
+    ├── ThresholdError (also ValueError)  a threshold expression cannot be parsed or applied
     ├── DeadlineExceeded (also TimeoutError)
     │                                     the call's deadline passed, or the budget left
     │                                     cannot cover the work, so it was not started
@@ -30,6 +33,9 @@ __all__ = [
     "Overloaded",
     "RateLimited",
     "Rejected",
+    "ResultsError",
+    "ScenarioError",
+    "ThresholdError",
 ]
 
 
@@ -50,6 +56,90 @@ class InvalidConfig(BrownoutError, ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"{owner}: {name}={value!r} is not allowed; {name} must be {allowed}")
+
+
+class ResultsError(BrownoutError, ValueError):
+    """A results document (or a histogram in it) is not valid.
+
+    ``field`` is the path of the offending field (``summary.ok``, ``timeline[3].t_s``),
+    ``value`` its value, ``allowed`` what it must be and ``source`` where the document came
+    from (a file name) when known.
+    """
+
+    def __init__(
+        self, field: str, value: object, allowed: str, source: str | None = None
+    ) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.source = source
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        where = f"results {source}: " if source else "results: "
+        super().__init__(f"{where}{field}={shown} is not allowed; {field} must be {allowed}")
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable across worker processes
+        return (ResultsError, (self.field, self.value, self.allowed, self.source))
+
+
+class ScenarioError(BrownoutError, ValueError):
+    """A scenario (its file, one of its tables or a value in it) is not valid.
+
+    ``field`` is the path of the offending field as the scenario file spells it
+    (``classes[0].stages[1].duration``; the attribute name, such as ``timeout_s``, when the
+    model is built in Python), ``value`` the value given, ``allowed`` what is allowed and
+    ``source`` the file when known. ``problem`` says what is wrong (default
+    ``"is not allowed"``); ``detail`` is the message without the source prefix. The message
+    is always one line: ``classes[0].stages[1].duration='3x' is not a duration; use a
+    number with a unit such as 500ms, 2s, 1m``.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        value: object,
+        allowed: str,
+        *,
+        problem: str = "is not allowed",
+        message: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.problem = problem
+        self.source = source
+        if message is None:
+            shown = repr(value)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            message = f"{field}={shown} {problem}; use {allowed}"
+        self.detail = " ".join(message.splitlines())
+        super().__init__(f"{source}: {self.detail}" if source else self.detail)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        import functools
+
+        rebuild = functools.partial(
+            ScenarioError, problem=self.problem, message=self.detail, source=self.source
+        )
+        return (rebuild, (self.field, self.value, self.allowed))
+
+
+class ThresholdError(BrownoutError, ValueError):
+    """A threshold expression cannot be parsed, or names a class or endpoint the run lacks.
+
+    ``text`` is the expression and ``reason`` what is wrong with it.
+    """
+
+    def __init__(self, text: str, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+        super().__init__(f"threshold {text!r}: {reason}")
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable across worker processes
+        return (ThresholdError, (self.text, self.reason))
 
 
 class DeadlineExceeded(BrownoutError, TimeoutError):
