@@ -24,6 +24,8 @@ retrying it is how retry storms start.
 
 from __future__ import annotations
 
+import functools
+
 __all__ = [
     "BrownoutError",
     "BulkheadFull",
@@ -66,9 +68,7 @@ class ResultsError(BrownoutError, ValueError):
     from (a file name) when known.
     """
 
-    def __init__(
-        self, field: str, value: object, allowed: str, source: str | None = None
-    ) -> None:
+    def __init__(self, field: str, value: object, allowed: str, source: str | None = None) -> None:
         self.field = field
         self.value = value
         self.allowed = allowed
@@ -119,8 +119,6 @@ class ScenarioError(BrownoutError, ValueError):
         super().__init__(f"{source}: {self.detail}" if source else self.detail)
 
     def __reduce__(self) -> tuple[object, ...]:
-        import functools
-
         rebuild = functools.partial(
             ScenarioError, problem=self.problem, message=self.detail, source=self.source
         )

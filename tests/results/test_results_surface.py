@@ -31,6 +31,7 @@ def test_public_names_are_pinned_and_sorted() -> None:
         "Threshold",
         "evaluate",
         "evaluate_all",
+        "latency_figures",
         "load_results",
         "merge_results",
         "parse_threshold",

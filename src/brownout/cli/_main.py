@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .._version import __version__
+from ._load import add_load_commands, run_command
 
 DESCRIPTION = """\
 brownout: measure what every request costs, predict where the service saturates,
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"brownout {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    add_load_commands(sub)
     return parser
 
 
@@ -49,7 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return 0  # pragma: no cover - every subcommand returns from its own handler
+    try:
+        return run_command(args)
+    except KeyboardInterrupt:
+        print("brownout: interrupted", file=sys.stderr)
+        return 130
 
 
 def run() -> NoReturn:

@@ -12,6 +12,7 @@ Needs numpy for :class:`RunRecorder` and :meth:`Histogram.record_array`
 """
 
 from ._document import SCHEMA_VERSION as SCHEMA_VERSION
+from ._document import latency_figures as latency_figures
 from ._document import load_results as load_results
 from ._document import timeline_intervals as timeline_intervals
 from ._document import validate_results as validate_results
@@ -49,6 +50,7 @@ __all__ = [
     "Threshold",
     "evaluate",
     "evaluate_all",
+    "latency_figures",
     "load_results",
     "merge_results",
     "parse_threshold",

@@ -61,7 +61,7 @@ _INSTALL_HINT = "numpy is needed for this; install it with: pip install 'brownou
 def optional_numpy() -> ModuleType | None:
     """The numpy module when it is installed, else ``None``."""
     try:
-        import numpy  # noqa: PLC0415 - optional dependency, imported when first needed
+        import numpy
     except ImportError:  # pragma: no cover - numpy is installed where the tests run
         return None
     return numpy
