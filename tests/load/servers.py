@@ -12,6 +12,10 @@ prints ``PORT <n>`` once listening on 127.0.0.1, then serves until killed or unt
 - ``serial``: one request at a time, each taking ``--service`` seconds: capacity is exactly
   ``1 / service`` requests per second.
 - ``status``: answers with ``--status`` (and ``Retry-After: 1`` for 429/503).
+- ``site``: HTML pages ``/`` and ``/p/N`` (N < 30), each linking to ``/p/2N+1`` and
+  ``/p/2N+2`` (a binary tree, so breadth-first order is known); it sets a ``sid`` cookie
+  and counts requests that sent one back; ``/stats`` answers ``<requests> <with-cookie>``
+  and the paths seen in order.
 """
 
 from __future__ import annotations
@@ -30,6 +34,27 @@ class Server:
         self.start = time.monotonic()
         self.lock = asyncio.Lock()
         self.requests = 0
+        self.with_cookie = 0
+        self.paths: list[str] = []
+
+    def site(self, head: bytes) -> bytes:
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        path = line.split(" ")[1]
+        if path == "/stats":
+            body = f"{self.requests} {self.with_cookie}\n" + "\n".join(self.paths)
+            return (
+                f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+            ).encode()
+        self.paths.append(path)
+        if b"\r\ncookie: sid=" in head.lower():
+            self.with_cookie += 1
+        n = 0 if path == "/" else int(path.rsplit("/", 1)[1])
+        links = "".join(f'<a href="/p/{k}">{k}</a>' for k in (2 * n + 1, 2 * n + 2) if k < 30)
+        body = f"<html><body>{links}</body></html>"
+        return (
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nSet-Cookie: sid=abc; Path=/\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
 
     async def respond_after(self) -> None:
         a = self.args
@@ -58,6 +83,11 @@ class Server:
                         length = int(line.split(b":", 1)[1])
                 if length:
                     await reader.readexactly(length)
+                if self.args.kind == "site":
+                    writer.write(self.site(head))
+                    if b"/stats" not in head.split(b"\r\n", 1)[0]:
+                        self.requests += 1
+                    continue
                 self.requests += 1
                 await self.respond_after()
                 writer.write(RESPONSE % (status, extra))
@@ -69,7 +99,7 @@ class Server:
 
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["fast", "delay", "stall", "serial", "status"])
+    parser.add_argument("kind", choices=["fast", "delay", "stall", "serial", "status", "site"])
     parser.add_argument("--delay", type=float, default=0.05)
     parser.add_argument("--stall", type=float, default=0.5)
     parser.add_argument("--period", type=float, default=2.0)

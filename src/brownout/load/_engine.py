@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import math
 import random
 import re
 from collections import deque
@@ -84,7 +83,7 @@ def parse_target(url: str, *, allow_hosts: tuple[str, ...] = (), field: str = "t
 class _Request:
     """A logical request: the user's click. Retries are further attempts of it."""
 
-    __slots__ = ("attempt", "ci", "data", "ei", "intended_s", "sent_at", "session", "started_s")
+    __slots__ = ("attempt", "ci", "data", "depth", "ei", "intended_s", "session", "started_s")
 
     def __init__(
         self, ci: int, ei: int, data: bytes, started_s: float, session: _Session | None
@@ -96,7 +95,7 @@ class _Request:
         self.intended_s = started_s  # intended start of the current attempt
         self.attempt = 1
         self.session = session
-        self.sent_at = 0.0
+        self.depth = 0  # crawl depth of the page this request fetches
 
 
 class _Session:
@@ -296,8 +295,9 @@ class Worker:
     def _issue(self, cls: _ClassRun, when: float, now: float, session: _Session | None) -> None:
         spec, method, path, headers, body = cls.picker.pick()
         name = spec.name
+        depth = 0
         if cls.crawl is not None:
-            path = self._crawl_next(cls)
+            path, depth = self._crawl_next(cls)
             name = "crawl"
         ei = self._endpoint(cls, name)
         rec = self.recorder
@@ -313,6 +313,7 @@ class Worker:
                 cookies = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
         data = cls.request_bytes(method, path, headers, body, cookies)
         req = _Request(cls.index, ei, data, when, session)
+        req.depth = depth
         cls.in_flight += 1
         self._send(req, now)
 
@@ -409,7 +410,7 @@ class Worker:
             if b"html" in content_type:
                 self._discover(cls, req, b"".join(exchange.body))
 
-    def _crawl_next(self, cls: _ClassRun) -> str:
+    def _crawl_next(self, cls: _ClassRun) -> tuple[str, int]:
         crawl = cls.crawl
         assert crawl is not None
         if not cls.frontier or cls.crawled >= crawl.max_pages:
@@ -419,13 +420,12 @@ class Worker:
             cls.frontier.extend((p, 0) for p in crawl.start)
         path, depth = cls.frontier.popleft()
         cls.crawled += 1
-        cls._last_depth = depth  # type: ignore[attr-defined]
-        return path
+        return path, depth
 
     def _discover(self, cls: _ClassRun, req: _Request, html: bytes) -> None:
         crawl = cls.crawl
         assert crawl is not None
-        depth = getattr(cls, "_last_depth", 0) + 1
+        depth = req.depth + 1
         if depth > crawl.max_depth:
             return
         for match in _HREF.finditer(html):
@@ -447,6 +447,3 @@ async def _sleep_until(clock: Callable[[], float], when: float) -> None:
     delay = when - clock()
     if delay > 0:
         await asyncio.sleep(delay)
-
-
-_ = math
