@@ -108,3 +108,13 @@ def test_only_loopback_targets_unless_allowed(url: str) -> None:
 
 def test_a_named_host_is_allowed() -> None:
     assert parse_target("http://10.1.2.3:8080/api", allow_hosts=("10.1.2.3",)).port == 8080
+
+
+def test_an_abort_on_fail_threshold_stops_the_run_early(server: Server) -> None:
+    from brownout.results import parse_threshold
+
+    url = server("delay", "--delay", "0.05")
+    abort = (parse_threshold("p(99) < 1ms", abort_on_fail=True),)
+    doc = run_load(quick_scenario(url, rate=100, duration_s=10.0, timeout_s=1.0), abort_on=abort)
+    assert doc["aborted"][0]["expr"] == "p(99) < 1ms"
+    assert doc["summary"]["offered"] < 400  # stopped after the first interval or two, not 1000

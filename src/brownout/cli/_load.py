@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._clock import wall_time
-from ..errors import BrownoutError
+from ..errors import BrownoutError, ThresholdError
 from ..units import parse_duration, parse_rate
 
 EXIT_OK, EXIT_THRESHOLDS, EXIT_USAGE = 0, 1, 2
@@ -141,15 +141,21 @@ def _scenario_from(
 
     target: str = args.target
     if target.startswith(("http://", "https://")):
+        if rate is None:
+            rate = parse_rate(getattr(args, "rate", None) or 100, field="--rate")
+        if duration_s is None:
+            text = getattr(args, "duration", None) or "10s"
+            duration_s = parse_duration(text, field="--duration")
+            if duration_s <= 0:
+                raise CommandError(f"--duration={text!r} must be > 0, for example 30s")
+        timeout_s = parse_duration(args.timeout or "2s", field="--timeout")
+        if timeout_s <= 0:
+            raise CommandError(f"--timeout={args.timeout!r} must be > 0, for example 2s")
         scenario = quick_scenario(
             target,
-            rate=rate
-            if rate is not None
-            else parse_rate(getattr(args, "rate", None) or 100, field="--rate"),
-            duration_s=duration_s
-            if duration_s is not None
-            else parse_duration(getattr(args, "duration", None) or "10s", field="--duration"),
-            timeout_s=parse_duration(args.timeout or "2s", field="--timeout"),
+            rate=rate,
+            duration_s=duration_s,
+            timeout_s=timeout_s,
             arrival=getattr(args, "arrival", None) or "constant",
         )
     else:
@@ -217,11 +223,12 @@ def run_scenario(
             start_wall=args.start_at,
             on_interval=live,
             should_stop=lambda: stop[0],
+            abort_on=tuple(t for t in thresholds if getattr(t, "abort_on_fail", False)),
         )
         if stop[0]:
             doc["interrupted"] = True
     doc["started_at"] = doc.get("started_at") or started
-    doc["scenario"] = scenario.to_dict()
+    doc["scenario"] = {"name": scenario.name, "spec": scenario.to_dict()}
     specs = list(thresholds)
     if specs:
         evaluate_all(specs, doc)
@@ -233,7 +240,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     from ._live import summary_table
 
     scenario = _scenario_from(args)
-    thresholds = [parse_threshold(t) for t in args.threshold]
+    thresholds = [_flag_threshold("--threshold", t) for t in args.threshold]
     thresholds += [
         parse_threshold(
             t.expr, class_name=t.class_name, endpoint=t.endpoint, abort_on_fail=t.abort_on_fail
@@ -268,18 +275,25 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_knee(args: argparse.Namespace) -> int:
     from ..load import KneeSearch
-    from ..results import parse_threshold, write_results
+    from ..results import write_results
 
-    slo = parse_threshold(args.slo)
-    search = KneeSearch(
-        slo=slo,
-        start_rate=parse_rate(args.start_rate, field="--start-rate"),
-        max_rate=parse_rate(args.max_rate, field="--max-rate"),
-        step_s=parse_duration(args.step, field="--step"),
-        warmup_s=parse_duration(args.warmup, field="--warmup"),
-        error_budget=_percent(args.error_budget, "--error-budget"),
-        precision=_percent(args.precision, "--precision"),
-    )
+    slo = _flag_threshold("--slo", args.slo)
+    try:
+        search = KneeSearch(
+            slo=slo,
+            start_rate=parse_rate(args.start_rate, field="--start-rate"),
+            max_rate=parse_rate(args.max_rate, field="--max-rate"),
+            step_s=parse_duration(args.step, field="--step"),
+            warmup_s=parse_duration(args.warmup, field="--warmup"),
+            error_budget=_percent(args.error_budget, "--error-budget"),
+            precision=_percent(args.precision, "--precision"),
+        )
+    except ThresholdError as exc:
+        raise CommandError(f"--slo={args.slo!r}: {exc.reason}") from None
+    except ValueError as exc:  # KneeSearch's own range checks name the flag
+        if isinstance(exc, BrownoutError):
+            raise
+        raise CommandError(str(exc)) from None
 
     def run_step(rate: float, duration_s: float) -> dict[str, Any]:
         scenario = _scenario_from(args, rate=rate, duration_s=duration_s)
@@ -294,6 +308,16 @@ def cmd_knee(args: argparse.Namespace) -> int:
         write_results(args.out, result.to_document())
         print(f"results: {args.out}")
     return EXIT_OK
+
+
+def _flag_threshold(flag: str, text: str) -> Any:
+    """Parse a threshold given by ``flag``; a bad one is reported naming the flag."""
+    from ..results import parse_threshold
+
+    try:
+        return parse_threshold(text)
+    except ThresholdError as exc:
+        raise CommandError(f"{flag}={text!r}: {exc.reason}") from None
 
 
 def _percent(text: str, flag: str) -> float:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from ..errors import ScenarioError
-from ..results import DROPPED, ERROR, OK, SHED, TIMEOUT, RunRecorder
+from ..errors import ScenarioError, ThresholdError
+from ..results import DROPPED, ERROR, OK, SHED, TIMEOUT, RunRecorder, Threshold, evaluate_all
 from ..scenario import RequestPicker, Scenario, TrafficClass, arrivals
 from ._http import ABORTED, RESPONSE, Exchange, HttpPool
 
@@ -175,6 +175,7 @@ class Worker:
         start_at: float,
         on_interval: Callable[[list[dict[str, Any]]], object] | None = None,
         drain_s: float | None = None,
+        abort_on: tuple[Threshold, ...] = (),
     ) -> None:
         if scenario.target is None:
             raise ScenarioError("target", None, "an http:// URL (or pass one on the command line)")
@@ -202,6 +203,8 @@ class Worker:
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self._stopping = False
+        self.abort_on = abort_on
+        self.aborted: list[dict[str, Any]] = []  # the thresholds that stopped the run
 
     # -- scheduling ----------------------------------------------------------------------
 
@@ -269,12 +272,30 @@ class Worker:
                     exchange.abort()
             self.pool.close()
             self._flush(now if now < next_flush else next_flush)
-        return rec.finish(duration_s=max(now, 0.0))
+        doc = rec.finish(duration_s=max(now, 0.0))
+        if self.aborted:
+            doc["aborted"] = self.aborted
+        return doc
 
     def _flush(self, at: float) -> None:
         rows = self.recorder.flush(at, in_flight=sum(c.in_flight for c in self.classes))
         if self.on_interval is not None and rows:
             self.on_interval(rows)
+        if self.abort_on and rows and not self._stopping:
+            self._check_abort(at)
+
+    def _check_abort(self, at: float) -> None:
+        """Stop the run once an ``abort_on_fail`` threshold fails on the data so far (a
+        threshold with nothing to observe yet, or a scope not seen yet, does not count)."""
+        snapshot = self.recorder.snapshot(at)
+        try:
+            verdicts = evaluate_all(self.abort_on, snapshot)
+        except ThresholdError:
+            return
+        failed = [v for v in verdicts if v["observed"] is not None and not v["passed"]]
+        if failed:
+            self.aborted = failed
+            self.stop()
 
     # -- requests ------------------------------------------------------------------------
 

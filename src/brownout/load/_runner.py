@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._clock import monotonic_clock, wall_time
-from ..results import merge_results
+from ..results import Threshold, merge_results
 from ..scenario import Scenario
 from ._engine import Worker
 
@@ -40,17 +40,23 @@ def _event_loop_runner() -> Callable[[Any], Any]:
     return uvloop.run
 
 
-async def _run_worker(
+async def _run_worker(  # noqa: PLR0917 - internal, called in two places
     scenario: Scenario,
     segment: tuple[int, int],
     start_wall: float,
     on_interval: Callable[[list[dict[str, Any]]], object] | None,
     stop: Callable[[], bool],
+    abort_on: tuple[Threshold, ...] = (),
 ) -> dict[str, Any]:
     clock = monotonic_clock.now
     start_at = clock() + (start_wall - wall_time())
     worker = Worker(
-        scenario, segment=segment, clock=clock, start_at=start_at, on_interval=on_interval
+        scenario,
+        segment=segment,
+        clock=clock,
+        start_at=start_at,
+        on_interval=on_interval,
+        abort_on=abort_on,
     )
 
     async def watch() -> None:
@@ -65,12 +71,13 @@ async def _run_worker(
         watcher.cancel()
 
 
-def _child(
+def _child(  # noqa: PLR0917 - the arguments of a process target
     scenario: Scenario,
     segment: tuple[int, int],
     start_wall: float,
     out: Any,
     stop_event: Any,
+    abort_on: tuple[Threshold, ...] = (),
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
 
@@ -79,7 +86,7 @@ def _child(
 
     try:
         doc = _event_loop_runner()(
-            _run_worker(scenario, segment, start_wall, on_interval, stop_event.is_set)
+            _run_worker(scenario, segment, start_wall, on_interval, stop_event.is_set, abort_on)
         )
         out.put(("done", doc))
     except BaseException as exc:  # reported to the parent, which decides what to print
@@ -94,10 +101,13 @@ def run_load(
     start_wall: float | None = None,
     on_interval: Callable[[list[dict[str, Any]]], object] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    abort_on: tuple[Threshold, ...] = (),
 ) -> dict[str, Any]:
     """Run ``scenario`` (its segment ``segment``) with ``workers`` processes; returns the
     merged results document. ``on_interval`` receives timeline rows as intervals close
-    (from every worker; rows of one interval arrive once per worker)."""
+    (from every worker; rows of one interval arrive once per worker). A threshold in
+    ``abort_on`` that fails on the data so far stops the run early (each worker judges its
+    own share); the document then lists them under ``aborted``."""
     start = (
         start_wall
         if start_wall is not None
@@ -105,7 +115,7 @@ def run_load(
     )
     if workers == 1:
         return _event_loop_runner()(  # type: ignore[no-any-return]
-            _run_worker(scenario, segment, start, on_interval, should_stop)
+            _run_worker(scenario, segment, start, on_interval, should_stop, abort_on)
         )
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -113,7 +123,7 @@ def run_load(
     procs = [
         ctx.Process(
             target=_child,
-            args=(scenario, worker_segment(segment, j, workers), start, out, stop_event),
+            args=(scenario, worker_segment(segment, j, workers), start, out, stop_event, abort_on),
             daemon=True,
         )
         for j in range(workers)
@@ -156,4 +166,8 @@ def run_load(
                 p.kill()
     if errors:
         raise RuntimeError("load worker failed: " + "; ".join(errors))
-    return merge_results(docs)
+    merged = merge_results(docs)
+    aborted = [a for d in docs for a in d.get("aborted", [])]
+    if aborted:
+        merged["aborted"] = aborted
+    return merged
