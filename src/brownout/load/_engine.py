@@ -393,9 +393,7 @@ class Worker:
             or (exchange.outcome not in (RESPONSE, ABORTED) and retry.on_error)
             or (exchange.outcome == RESPONSE and exchange.status in retry.on_status)
         ):
-            delay = 0.0
-            if retry.mode == "backoff":
-                delay = cls.rng.uniform(0, min(retry.cap_s, retry.base_s * 2 ** (req.attempt - 1)))
+            delay = retry.delay_s(req.attempt, cls.rng.random())  # the formula sim uses too
             req.attempt += 1
             req.intended_s = now + delay
             self._push(req.intended_s, _RETRY, req)
