@@ -1,0 +1,85 @@
+"""The live view for terminals: one table redrawn in place as intervals close (rich)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from ._live import LiveView
+
+_TOTALS = ("offered", "ok", "errors", "shed", "dropped", "timeouts", "retries")
+
+
+class RichLiveView(LiveView):
+    """Like :class:`LiveView`, drawn as a table that updates in place; use as a context
+    manager around the run so the terminal is restored even on errors."""
+
+    def __init__(self, *, workers: int, duration_s: float, console: Any = None) -> None:
+        super().__init__(workers=workers, duration_s=duration_s)
+        from rich.console import Console
+        from rich.live import Live
+
+        self._totals = dict.fromkeys(_TOTALS, 0)
+        self._live = Live(
+            self._table(None, 0.0),
+            console=console or Console(stderr=True),
+            refresh_per_second=4,
+            transient=False,
+        )
+
+    def __enter__(self) -> RichLiveView:
+        self._live.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._live.__exit__(exc_type, exc, tb)
+
+    def _show(self, t_s: float, parts: list[dict[str, Any]]) -> None:
+        for key in _TOTALS:
+            self._totals[key] += sum(p.get(key, 0) or 0 for p in parts)
+        self._live.update(self._table(parts, t_s))
+
+    def _table(self, parts: list[dict[str, Any]] | None, t_s: float) -> Any:
+        from rich.table import Table
+
+        table = Table(title="brownout load", show_header=True, header_style="bold")
+        for name in (
+            "elapsed",
+            "offered/s",
+            "done/s",
+            "p50 ms",
+            "p99 ms",
+            "send lag p99",
+            "in flight",
+        ):
+            table.add_column(name, justify="right")
+        for name in _TOTALS:
+            table.add_column(name, justify="right")
+        if not parts:
+            table.add_row("starting", *[""] * (6 + len(_TOTALS)))
+            return table
+        dt = parts[0].get("dt_s") or 1.0
+        done = sum(
+            (p.get("ok") or 0) + (p.get("errors") or 0) + (p.get("shed") or 0) for p in parts
+        )
+        offered = sum(p.get("offered") or 0 for p in parts)
+        p50 = max((p.get("latency_p50_ms") or 0.0) for p in parts)
+        p99 = max((p.get("latency_p99_ms") or 0.0) for p in parts)
+        lag = max((p.get("send_lag_p99_ms") or 0.0) for p in parts)
+        in_flight = sum(p.get("in_flight") or 0 for p in parts)
+        table.add_row(
+            f"{t_s + dt:.0f}/{self.duration_s:.0f}s",
+            f"{offered / dt:.0f}",
+            f"{done / dt:.0f}",
+            f"{p50:.1f}",
+            f"{p99:.1f}",
+            f"{lag:.2f} ms",
+            str(in_flight),
+            *(str(self._totals[k]) for k in _TOTALS),
+        )
+        return table
