@@ -34,6 +34,7 @@ class Server:
         self.start = time.monotonic()
         self.lock = asyncio.Lock()
         self.requests = 0
+        self.free_at = 0.0
         self.with_cookie = 0
         self.paths: list[str] = []
 
@@ -65,11 +66,12 @@ class Server:
             if phase < a.stall:
                 await asyncio.sleep(a.stall - phase)
         elif a.kind == "serial":
-            async with self.lock:
-                end = time.monotonic() + a.service
-                await asyncio.sleep(a.service)
-                while time.monotonic() < end:  # noqa: ASYNC110 - never shorter than the service time
-                    await asyncio.sleep(0)
+            # A virtual single server: each request occupies it for exactly ``service``
+            # seconds after the previous one, so sleep overshoot never accumulates and the
+            # capacity is exactly 1 / service.
+            now = time.monotonic()
+            self.free_at = max(now, self.free_at) + a.service
+            await asyncio.sleep(self.free_at - now)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         status = self.args.status

@@ -45,23 +45,14 @@ class RichLiveView(LiveView):
         self._live.update(self._table(parts, t_s))
 
     def _table(self, parts: list[dict[str, Any]] | None, t_s: float) -> Any:
+        """A two-column table (fits narrow terminals): this interval, then run totals."""
         from rich.table import Table
 
-        table = Table(title="brownout load", show_header=True, header_style="bold")
-        for name in (
-            "elapsed",
-            "offered/s",
-            "done/s",
-            "p50 ms",
-            "p99 ms",
-            "send lag p99",
-            "in flight",
-        ):
-            table.add_column(name, justify="right")
-        for name in _TOTALS:
-            table.add_column(name, justify="right")
+        table = Table(title="brownout load", show_header=False)
+        table.add_column("figure")
+        table.add_column("value", justify="right")
         if not parts:
-            table.add_row("starting", *[""] * (6 + len(_TOTALS)))
+            table.add_row("elapsed", "starting")
             return table
         dt = parts[0].get("dt_s") or 1.0
         done = sum(
@@ -72,14 +63,11 @@ class RichLiveView(LiveView):
         p99 = max((p.get("latency_p99_ms") or 0.0) for p in parts)
         lag = max((p.get("send_lag_p99_ms") or 0.0) for p in parts)
         in_flight = sum(p.get("in_flight") or 0 for p in parts)
-        table.add_row(
-            f"{t_s + dt:.0f}/{self.duration_s:.0f}s",
-            f"{offered / dt:.0f}",
-            f"{done / dt:.0f}",
-            f"{p50:.1f}",
-            f"{p99:.1f}",
-            f"{lag:.2f} ms",
-            str(in_flight),
-            *(str(self._totals[k]) for k in _TOTALS),
-        )
+        table.add_row("elapsed", f"{t_s + dt:.0f}/{self.duration_s:.0f}s")
+        table.add_row("offered / achieved", f"{offered / dt:.0f}/s / {done / dt:.0f}/s")
+        table.add_row("latency p50 / p99 now", f"{p50:.1f} / {p99:.1f} ms")
+        table.add_row("send lag p99 now", f"{lag:.2f} ms")
+        table.add_row("in flight", str(in_flight))
+        for key in _TOTALS:
+            table.add_row(f"{key} (total)", str(self._totals[key]))
         return table

@@ -213,9 +213,17 @@ def run_scenario(
 
     _check_workers(args)
     segment = _segment(args.segment)
-    live = LiveView(workers=args.workers, duration_s=scenario.duration_s, quiet=quiet)
+    live: LiveView
+    view: contextlib.AbstractContextManager[Any]
+    if not quiet and sys.stderr.isatty():
+        from ._live_rich import RichLiveView
+
+        live = view = RichLiveView(workers=args.workers, duration_s=scenario.duration_s)
+    else:
+        live = LiveView(workers=args.workers, duration_s=scenario.duration_s, quiet=quiet)
+        view = contextlib.nullcontext()
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    with _ctrl_c() as stop:
+    with _ctrl_c() as stop, view:
         doc = run_load(
             scenario,
             workers=args.workers,

@@ -5,12 +5,15 @@ the last passing and the first failing rate is bisected until it is narrower tha
 ``precision`` (relative). Each step runs ``warmup_s + step_s`` seconds; only timeline rows
 that start after the warm-up are judged. A step passes when all hold:
 
-- achieved / offered >= ``min_achieved`` (0.98): completions keep up with arrivals;
+- achieved / offered >= ``min_achieved`` (0.98): completions keep up with arrivals
+  (both counted over the whole rows inside ``[warmup_s, warmup_s + step_s)``; the run's
+  last row also holds the drain after the schedule, which would hide an overload);
 - the SLO (a latency threshold such as ``p(99) < 300ms``) holds on the CO-corrected
   response times of the measured rows (their histograms merged exactly);
 - (errors + shed + timeouts + dropped) / offered <= ``error_budget``;
-- in-flight is not growing: its least-squares slope over the measured rows, times the
-  step length, stays under ``max(10, 25% of its mean)``;
+- in-flight is not growing: its least-squares slope over the measured rows (with the
+  sample at the end of the warm-up first), times the intervals they span, stays under
+  ``max(10, 25% of its mean)``;
 - the generator kept up: send lag p99 <= ``max_lag_ms`` (default: the larger of 5 ms and
   10% of the SLO). A step that fails *only* on send lag stops the search: beyond that rate
   the generator, not the target, is the bottleneck.
@@ -128,26 +131,39 @@ class KneeSearch:
 
     def judge(self, rate: float, doc: dict[str, Any]) -> KneeStep:
         """Judge one step's results document (rows after the warm-up only)."""
-        rows = [r for r in doc.get("timeline", []) if r["t_s"] >= self.warmup_s - 1e-9]
+        timeline = doc.get("timeline", [])
+        after = [r for r in timeline if r["t_s"] >= self.warmup_s - 1e-9]
+        # The last row of a run also holds the drain after the schedule ended (or rows of
+        # their own follow it): its completions and its in-flight of 0 would hide an
+        # overload. Rates and in-flight use only whole rows inside the schedule,
+        # [warmup_s, warmup_s + step_s); errors and latencies use every row after the
+        # warm-up (late completions are the slow requests).
+        end_s = self.warmup_s + self.step_s
+        interval_s = float(doc.get("interval_s") or 1.0)
+        rows = [r for r in after if r["t_s"] + interval_s <= end_s + 1e-9] or after
+        before = [r for r in timeline if r["t_s"] < self.warmup_s - 1e-9]
         offered = sum(r["offered"] for r in rows)
         done = sum(r["ok"] + r["errors"] + r["shed"] for r in rows)
-        bad = sum(r["errors"] + r["shed"] + r["timeouts"] + r["dropped"] for r in rows)
+        offered_after = sum(r["offered"] for r in after)
+        bad = sum(r["errors"] + r["shed"] + r["timeouts"] + r["dropped"] for r in after)
         response: Histogram | None = None
         lag: Histogram | None = None
-        for r in rows:
+        for r in after:
             hists = r.get("histograms") or {}
             if "response" in hists:
                 response = _merged(response, hists["response"])
             if "send_lag" in hists:
                 lag = _merged(lag, hists["send_lag"])
         achieved = done / offered if offered else 0.0
-        errors = bad / offered if offered else 1.0
+        errors = bad / offered_after if offered_after else 1.0
         observed, slo_ok = (None, False)
         if response is not None and response.count:
             section = {"latency_ms": latency_figures(response)}
             observed, slo_ok = evaluate(self.slo, section, {"response": response})
         lag_p99 = lag.value_at_percentile(99) / 1000 if lag is not None and lag.count else None
-        growth = _growth([float(r.get("in_flight") or 0) for r in rows], self.step_s)
+        # In-flight at the window's start (the end of the last warm-up row), then per row.
+        samples = [float(r.get("in_flight") or 0) for r in (before[-1:] + rows)]
+        growth = _growth(samples, self.step_s)
         mean_in_flight = sum(float(r.get("in_flight") or 0) for r in rows) / max(len(rows), 1)
         reasons = []
         if achieved < self.min_achieved:
@@ -225,15 +241,16 @@ def _only_generator(step: KneeStep) -> bool:
 
 
 def _growth(values: list[float], span_s: float) -> float:
-    """Least-squares slope of ``values`` (one per row) times the number of rows."""
+    """The rise of ``values`` (samples one interval apart) over their span: the
+    least-squares slope per interval times ``len(values) - 1`` intervals."""
     n = len(values)
-    if n < 3:
+    if n < 2:
         return 0.0
     mean_x = (n - 1) / 2
     mean_y = sum(values) / n
     num = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(values))
     den = sum((i - mean_x) ** 2 for i in range(n))
-    return num / den * n if den else 0.0
+    return num / den * (n - 1) if den else 0.0
 
 
 def _merged(into: Histogram | None, encoded: str) -> Histogram:

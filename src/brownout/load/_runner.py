@@ -43,21 +43,23 @@ def _event_loop_runner() -> Callable[[Any], Any]:
 async def _run_worker(  # noqa: PLR0917 - internal, called in two places
     scenario: Scenario,
     segment: tuple[int, int],
-    start_wall: float,
+    start_wall: float | None,
     on_interval: Callable[[list[dict[str, Any]]], object] | None,
     stop: Callable[[], bool],
     abort_on: tuple[Threshold, ...] = (),
 ) -> dict[str, Any]:
     clock = monotonic_clock.now
-    start_at = clock() + (start_wall - wall_time())
     worker = Worker(
         scenario,
         segment=segment,
         clock=clock,
-        start_at=start_at,
+        start_at=clock(),
         on_interval=on_interval,
         abort_on=abort_on,
     )
+    # The start is fixed only once the worker is built (imports, CDFs, buffers), so set-up
+    # time never shows up as send lag. Alone, start at once; with others, at the common time.
+    worker.t0 = clock() + (0.01 if start_wall is None else start_wall - wall_time())
 
     async def watch() -> None:
         while not stop():  # noqa: ASYNC110 - polls a flag set by a signal handler
@@ -74,7 +76,7 @@ async def _run_worker(  # noqa: PLR0917 - internal, called in two places
 def _child(  # noqa: PLR0917 - the arguments of a process target
     scenario: Scenario,
     segment: tuple[int, int],
-    start_wall: float,
+    start_wall: float | None,
     out: Any,
     stop_event: Any,
     abort_on: tuple[Threshold, ...] = (),
@@ -108,11 +110,9 @@ def run_load(
     (from every worker; rows of one interval arrive once per worker). A threshold in
     ``abort_on`` that fails on the data so far stops the run early (each worker judges its
     own share); the document then lists them under ``aborted``."""
-    start = (
-        start_wall
-        if start_wall is not None
-        else wall_time() + (_START_DELAY_S if workers > 1 else 0.05)
-    )
+    start = start_wall
+    if start is None and workers > 1:
+        start = wall_time() + _START_DELAY_S
     if workers == 1:
         return _event_loop_runner()(  # type: ignore[no-any-return]
             _run_worker(scenario, segment, start, on_interval, should_stop, abort_on)
