@@ -35,6 +35,7 @@ __all__ = ["Target", "Worker", "parse_target"]
 
 _ARRIVAL, _RETRY, _NEXT = 0, 1, 2
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+_BUILT_CACHE_MAX = 4096  # request byte strings kept per class (fixed paths are reused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +134,31 @@ class _ClassRun:
         self.base_headers = base_headers
         self.endpoint_ids: dict[str, int] = {}
         self._templates: dict[int, tuple[bytes, bytes]] = {}
+        # Request bytes without cookies, by (method, path, id(headers), body): the picker
+        # hands out each spec's own headers dict, so fixed paths are built once. Bounded,
+        # since paths with drawn keys vary.
+        self._built: dict[tuple[str, str, int, bytes | None], bytes] = {}
         self.worker = worker
 
     def request_bytes(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        cookies: str | None,
+    ) -> bytes:
+        if cookies is None:
+            key = (method, path, id(headers), body)
+            built = self._built.get(key)
+            if built is None:
+                built = self._build(method, path, headers, body, None)
+                if len(self._built) < _BUILT_CACHE_MAX:
+                    self._built[key] = built
+            return built
+        return self._build(method, path, headers, body, cookies)
+
+    def _build(
         self,
         method: str,
         path: str,
@@ -259,8 +282,9 @@ class Worker:
                 while now >= next_flush:
                     self._flush(next_flush)
                     next_flush += interval
-                busy = any(c.in_flight for c in self.classes)
-                if not heap and (not busy or now >= end_s + self.drain_s):
+                if not heap and (
+                    now >= end_s + self.drain_s or not any(c.in_flight for c in self.classes)
+                ):
                     break
                 delay = heap[0][0] - now if heap else 0.005
                 await asyncio.sleep(min(max(delay, 0.0), 0.005))
