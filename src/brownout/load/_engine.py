@@ -223,6 +223,9 @@ class Worker:
             interval_s=scenario.interval_s,
         )
         self.pool = HttpPool(self.target.host, self.target.port, now=clock)
+        self.keeping_pool = HttpPool(
+            self.target.host, self.target.port, now=clock, keep_responses=True
+        )
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self._stopping = False
@@ -295,6 +298,7 @@ class Worker:
                     _, exchange = cls.pending.popleft()
                     exchange.abort()
             self.pool.close()
+            self.keeping_pool.close()
             self._flush(now if now < next_flush else next_flush)
         doc = rec.finish(duration_s=max(now, 0.0))
         if self.aborted:
@@ -373,7 +377,7 @@ class Worker:
             keep_body=keep_body,
         )
         cls.pending.append((req.intended_s + cls.timeout_s, exchange))
-        self.pool.send(exchange)
+        (self.keeping_pool if exchange.headers is not None else self.pool).send(exchange)
 
     def _expire(self, now: float) -> None:
         for cls in self.classes:

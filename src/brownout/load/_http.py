@@ -146,19 +146,7 @@ class _Connection(asyncio.Protocol):
         while self.queue:
             self.queue.popleft().finish(IO_ERROR)
 
-    # -- httptools callbacks -----------------------------------------------------------
-    def on_header(self, name: bytes, value: bytes) -> None:
-        current = self.current
-        if current is not None and current.headers is not None:
-            current.headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        current = self.current
-        if current is not None:
-            current.body_bytes += len(body)
-            if current.body is not None:
-                current.body.append(body)
-
+    # -- httptools callbacks (httptools skips the ones a protocol does not define) -------
     def on_message_complete(self) -> None:
         current = self.current
         self.current = None
@@ -193,12 +181,32 @@ class _Connection(asyncio.Protocol):
                 self.transport.abort()
 
 
+class _KeepingConnection(_Connection):
+    """A connection that also collects response headers and bodies (cookies, crawling)."""
+
+    __slots__ = ()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        current = self.current
+        if current is not None and current.headers is not None:
+            current.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        current = self.current
+        if current is not None:
+            current.body_bytes += len(body)
+            if current.body is not None:
+                current.body.append(body)
+
+
 class HttpPool:
     """Keep-alive connections to one ``host:port``, opened as concurrency requires.
 
     ``send(exchange)`` writes the request on an idle connection, or opens a new one (up to
     ``max_connections``; beyond that the exchange waits for the first connection that
     frees up). ``now`` is the clock used to stamp the actual send time of each exchange.
+    Headers and bodies are collected only with ``keep_responses=True`` (and then only for
+    exchanges that ask for them).
     """
 
     def __init__(
@@ -209,12 +217,16 @@ class HttpPool:
         now: Callable[[], float],
         max_connections: int = 100_000,
         connect_timeout_s: float = 5.0,
+        keep_responses: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.now = now
         self.max_connections = max_connections
         self.connect_timeout_s = connect_timeout_s
+        # Parsing callbacks cost per header: only pools whose exchanges keep headers or
+        # bodies use a protocol that defines them.
+        self._protocol = _KeepingConnection if keep_responses else _Connection
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
         self._waiting: deque[Exchange] = deque()
@@ -238,7 +250,7 @@ class HttpPool:
             self._waiting.append(exchange)
 
     def _open(self, exchange: Exchange) -> None:
-        conn = _Connection(self)
+        conn = self._protocol(self)
         conn.queue.append(exchange)
         self._all.add(conn)
         self.opened += 1
