@@ -247,3 +247,30 @@ def test_ctrl_c_stops_cleanly_and_writes_partial_results(server: Server, tmp_pat
     assert doc.get("interrupted") is True
     assert 0 < doc["summary"]["offered"] < 3000
     assert doc["summary"]["ok"] == doc["summary"]["offered"]
+
+
+def test_an_unwritable_out_path_is_refused_before_any_load_is_sent(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from brownout.cli import main
+
+    missing = tmp_path / "no" / "such" / "r.json"
+    # Port 9 on loopback: nothing may be sent there at all; the check must come first.
+    code = main(
+        [
+            "load",
+            "http://127.0.0.1:9/",
+            "--rate",
+            "10",
+            "--duration",
+            "1s",
+            "--out",
+            str(missing),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "--out=" in err
+    assert "does not exist" in err

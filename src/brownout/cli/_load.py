@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -243,9 +244,25 @@ def run_scenario(
     return doc
 
 
+def _check_writable(flag: str, path: str | None) -> None:
+    """Refuse an output path that cannot be written *before* the run, so no run is lost."""
+    if path is None:
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise CommandError(f"{flag}={path!r}: the folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise CommandError(f"{flag}={path!r}: the folder {str(parent)!r} is not writable")
+    if Path(path).is_dir():
+        raise CommandError(f"{flag}={path!r} is a folder; give a file name")
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from ..results import parse_threshold, write_results, write_timeline_log
     from ._live import summary_table
+
+    _check_writable("--out", args.out)
+    _check_writable("--hdr-log", args.hdr_log)
 
     scenario = _scenario_from(args)
     thresholds = [_flag_threshold("--threshold", t) for t in args.threshold]
@@ -272,6 +289,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from ..results import load_results, merge_results, write_results
     from ._live import summary_table
 
+    _check_writable("--out", args.out)
+
     docs = [load_results(p) for p in args.inputs]
     merged = merge_results(docs)
     write_results(args.out, merged)
@@ -284,6 +303,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_knee(args: argparse.Namespace) -> int:
     from ..load import KneeSearch
     from ..results import write_results
+
+    _check_writable("--out", args.out)
 
     slo = _flag_threshold("--slo", args.slo)
     try:
