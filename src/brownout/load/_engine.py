@@ -29,7 +29,7 @@ from urllib.parse import urljoin, urlsplit
 from ..errors import ScenarioError, ThresholdError
 from ..results import DROPPED, ERROR, OK, SHED, TIMEOUT, RunRecorder, Threshold, evaluate_all
 from ..scenario import RequestPicker, Scenario, TrafficClass, arrivals
-from ._http import ABORTED, RESPONSE, Exchange, HttpPool
+from ._http import ABORTED, RESPONSE, Exchange, HttpPool, build_request
 
 __all__ = ["Target", "Worker", "parse_target"]
 
@@ -167,17 +167,10 @@ class _ClassRun:
         cookies: str | None,
     ) -> bytes:
         target = self.worker.target
-        lines = [f"{method} {target.base_path}{path} HTTP/1.1", f"Host: {target.host_header}"]
-        for key, value in self.base_headers.items():
-            lines.append(f"{key}: {value}")
-        for key, value in headers.items():
-            lines.append(f"{key}: {value}")
+        merged = {**self.base_headers, **headers}
         if cookies:
-            lines.append(f"Cookie: {cookies}")
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head + body if body else head
+            merged["Cookie"] = cookies
+        return build_request(method, target.host_header, target.base_path + path, merged, body)
 
 
 class Worker:
