@@ -32,7 +32,6 @@ class Server:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.start = time.monotonic()
-        self.lock = asyncio.Lock()
         self.requests = 0
         self.free_at = 0.0
         self.with_cookie = 0
