@@ -259,7 +259,7 @@ class Worker:
                 now = clock() - t0
                 if self._stopping:
                     break
-                due = now + 0.0002
+                due = now  # never early: a request goes at or after its intended time
                 while heap and heap[0][0] <= due:
                     when, _, kind, payload = heapq.heappop(heap)
                     if kind == _ARRIVAL:

@@ -1,6 +1,6 @@
 """A lean HTTP/1.1 client for the load generator: keep-alive pools over httptools.
 
-Per request the hot path is: take an idle connection (or queue on one being opened), write
+Per request the hot path is: take an idle connection (or wait for one to free up or open), write
 the prebuilt request bytes, let httptools parse the response, hand the outcome to a
 callback. No task, future or timer is created per request: the caller's scheduler owns
 timeouts (it scans its in-flight requests in deadline order) and calls
@@ -105,7 +105,7 @@ class Exchange:
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("closed", "current", "parser", "pool", "queue", "transport")
+    __slots__ = ("closed", "current", "parser", "pool", "transport")
 
     def __init__(self, pool: HttpPool) -> None:
         import httptools
@@ -114,17 +114,14 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.current: Exchange | None = None
-        self.queue: deque[Exchange] = deque()  # exchanges waiting for this connection to open
         self.closed = False
 
     # -- asyncio.Protocol --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        queue = self.queue
-        if queue:
-            self._start(queue.popleft())
-        else:
-            self.pool._idle_connection(self)
+        pool = self.pool
+        pool.connecting -= 1
+        pool._idle_connection(self)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -143,8 +140,6 @@ class _Connection(asyncio.Protocol):
         self.current = None
         if current is not None:
             current.finish(IO_ERROR)
-        while self.queue:
-            self.queue.popleft().finish(IO_ERROR)
 
     # -- httptools callbacks (httptools skips the ones a protocol does not define) -------
     def on_message_complete(self) -> None:
@@ -154,8 +149,6 @@ class _Connection(asyncio.Protocol):
         keep = self.parser.should_keep_alive()
         if not keep:
             self.close()
-        elif self.queue:
-            self._start(self.queue.popleft())
         else:
             self.pool._idle_connection(self)
         if current is not None:
@@ -163,12 +156,6 @@ class _Connection(asyncio.Protocol):
 
     # -- ours --------------------------------------------------------------------------
     def _start(self, exchange: Exchange) -> None:
-        if exchange.done:  # timed out while waiting for the connection
-            if self.queue:
-                self._start(self.queue.popleft())
-            else:
-                self.pool._idle_connection(self)
-            return
         self.current = exchange
         exchange.conn = self
         exchange.sent_s = self.pool.now()
@@ -202,11 +189,16 @@ class _KeepingConnection(_Connection):
 class HttpPool:
     """Keep-alive connections to one ``host:port``, opened as concurrency requires.
 
-    ``send(exchange)`` writes the request on an idle connection, or opens a new one (up to
-    ``max_connections``; beyond that the exchange waits for the first connection that
-    frees up). ``now`` is the clock used to stamp the actual send time of each exchange.
-    Headers and bodies are collected only with ``keep_responses=True`` (and then only for
-    exchanges that ask for them).
+    ``send(exchange)`` writes the request on an idle connection at once. Without one, the
+    exchange waits (in order) for the first connection that frees up or opens, and a new
+    connection is opened when fewer than ``max_connecting`` are being opened and fewer than
+    ``max_connections`` exist. Capping connects in progress matters under overload: a burst
+    of due requests would otherwise open a connection each (a task and a handshake apiece),
+    the extra work makes the generator later still, and it collapses. Time spent waiting for
+    a connection is the generator's own delay and shows as send lag, since ``sent_s`` is
+    stamped when the request is written. ``now`` is the clock for that stamp. Headers and
+    bodies are collected only with ``keep_responses=True`` (and then only for exchanges that
+    ask for them).
     """
 
     def __init__(
@@ -216,6 +208,7 @@ class HttpPool:
         *,
         now: Callable[[], float],
         max_connections: int = 100_000,
+        max_connecting: int = 64,
         connect_timeout_s: float = 5.0,
         keep_responses: bool = False,
     ) -> None:
@@ -223,6 +216,7 @@ class HttpPool:
         self.port = port
         self.now = now
         self.max_connections = max_connections
+        self.max_connecting = max_connecting
         self.connect_timeout_s = connect_timeout_s
         # Parsing callbacks cost per header: only pools whose exchanges keep headers or
         # bodies use a protocol that defines them.
@@ -232,6 +226,7 @@ class HttpPool:
         self._waiting: deque[Exchange] = deque()
         self._closing = False
         self.opened = 0
+        self.connecting = 0
 
     @property
     def connections(self) -> int:
@@ -244,19 +239,25 @@ class HttpPool:
             if not conn.closed:
                 conn._start(exchange)
                 return
-        if len(self._all) < self.max_connections:
-            self._open(exchange)
-        else:
-            self._waiting.append(exchange)
+        self._waiting.append(exchange)
+        self._grow()
 
-    def _open(self, exchange: Exchange) -> None:
-        conn = self._protocol(self)
-        conn.queue.append(exchange)
-        self._all.add(conn)
-        self.opened += 1
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._connect(conn))
-        task.add_done_callback(_ignore_result)
+    def _grow(self) -> None:
+        """Open connections for waiting exchanges, within both caps."""
+        want = len(self._waiting) - self.connecting
+        while (
+            want > 0
+            and self.connecting < self.max_connecting
+            and len(self._all) < self.max_connections
+            and not self._closing
+        ):
+            want -= 1
+            conn = self._protocol(self)
+            self._all.add(conn)
+            self.opened += 1
+            self.connecting += 1
+            task = asyncio.get_running_loop().create_task(self._connect(conn))
+            task.add_done_callback(_ignore_result)
 
     async def _connect(self, conn: _Connection) -> None:
         loop = asyncio.get_running_loop()
@@ -265,15 +266,23 @@ class HttpPool:
                 await loop.create_connection(lambda: conn, self.host, self.port)
         except (OSError, TimeoutError):
             self._all.discard(conn)
+            self.connecting -= 1
             conn.closed = True
-            while conn.queue:
-                conn.queue.popleft().finish(CONNECT_ERROR)
+            # The oldest live waiting exchange takes the failure, so a dead target gives
+            # each request its connect error instead of a wait until its timeout.
+            waiting = self._waiting
+            while waiting:
+                exchange = waiting.popleft()
+                if not exchange.done:
+                    exchange.finish(CONNECT_ERROR)
+                    break
+            self._grow()
 
     def _idle_connection(self, conn: _Connection) -> None:
         waiting = self._waiting
         while waiting:
             exchange = waiting.popleft()
-            if not exchange.done:
+            if not exchange.done:  # one that timed out while waiting is skipped
                 conn._start(exchange)
                 return
         if self._closing:
@@ -283,11 +292,11 @@ class HttpPool:
 
     def _lost(self, conn: _Connection) -> None:
         self._all.discard(conn)
-        if self._waiting and not self._closing and len(self._all) < self.max_connections:
-            self._open(self._waiting.popleft())
+        if self._waiting:
+            self._grow()
 
     def close(self) -> None:
-        """Close every connection; exchanges still in flight end with ``IO_ERROR``."""
+        """Close every connection; exchanges in flight or waiting end with ``IO_ERROR``."""
         self._closing = True
         for conn in list(self._all):
             conn.close()
