@@ -16,6 +16,8 @@ Every invalid value raises :class:`brownout.errors.ScenarioError` naming the fie
 from ._faults import FAULT_KINDS as FAULT_KINDS
 from ._faults import HTTP_FAULTS as HTTP_FAULTS
 from ._faults import TCP_FAULTS as TCP_FAULTS
+from ._faults import normalize_params as normalize_params
+from ._faults import params_from_file as params_from_file
 from ._model import ARRIVALS as ARRIVALS
 from ._model import KINDS as KINDS
 from ._model import RETRY_MODES as RETRY_MODES
@@ -62,6 +64,8 @@ __all__ = [
     "cumulative",
     "expected_count",
     "load_scenario",
+    "normalize_params",
+    "params_from_file",
     "parse_scenario",
     "quick_scenario",
     "rate_at",

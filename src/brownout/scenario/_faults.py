@@ -31,9 +31,11 @@ toxicity per connection for TCP faults (rolled once per connection). TCP faults 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import units
 from ..errors import ScenarioError
 from . import _check as check
 
@@ -44,6 +46,7 @@ __all__ = [
     "TCP_FAULTS",
     "Param",
     "normalize_params",
+    "params_from_file",
     "params_of",
 ]
 
@@ -207,3 +210,51 @@ def normalize_params(kind: str, params: object) -> dict[str, Any]:
             problem=f"is not allowed with status {out['status']}",
         )
     return out
+
+
+def _file_value(unit: str, value: object, field: str) -> object:
+    """A parameter as a file spells it (``"300ms"``, ``"4KB"``, ``"30%"``) in base units."""
+    if unit == "duration":
+        return units.parse_duration(value, field=field)
+    if unit == "size":
+        return units.parse_size(value, field=field)
+    if unit == "probability":
+        return units.parse_percent(value, field=field)
+    if unit == "match" and isinstance(value, dict) and "method" in value:
+        method = value["method"]
+        return {**value, "method": method.upper() if isinstance(method, str) else method}
+    return value
+
+
+def params_from_file(
+    kind: str,
+    values: Mapping[str, object],
+    *,
+    where: Callable[[str], str] = str,
+) -> dict[str, Any]:
+    """The parameters of fault ``kind`` from their file form (names without ``_s``, values
+    with units, as in a scenario file or a control-API request) to :attr:`FaultSpec.params`
+    form. ``values`` holds only parameters; ``where(name)`` spells a field for errors.
+
+    Raises ScenarioError naming the field."""
+    params = {p.toml: p for p in params_of(kind)}
+    for name, value in values.items():
+        if name not in params:
+            raise ScenarioError(
+                where(name),
+                value,
+                f"the parameters of a {kind} fault: " + (", ".join(params) or "none"),
+                problem=f"is not a parameter of a {kind} fault",
+            )
+    converted = {
+        params[name].key: _file_value(params[name].unit, value, where(name))
+        for name, value in values.items()
+    }
+    try:
+        return normalize_params(kind, converted)
+    except ScenarioError as exc:  # name the field as the file spells it
+        key = exc.field.removeprefix("params.")
+        name = next((p.toml for p in params.values() if p.key == key), key)
+        if exc.problem == "is missing":
+            raise check.missing(where(name), exc.allowed) from None
+        raise ScenarioError(where(name), exc.value, exc.allowed, problem=exc.problem) from None

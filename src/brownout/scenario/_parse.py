@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from .. import units
 from ..errors import ScenarioError
 from . import _check as check
-from ._faults import FAULT_KINDS, params_of
+from ._faults import FAULT_KINDS, params_from_file, params_of
 from ._model import (
     CrawlSpec,
     FaultSpec,
@@ -488,19 +488,6 @@ def _thresholds(top: _Table) -> tuple[ThresholdSpec, ...]:
     return tuple(specs)
 
 
-def _fault_value(unit: str, value: object, field: str) -> object:
-    if unit == "duration":
-        return units.parse_duration(value, field=field)
-    if unit == "size":
-        return units.parse_size(value, field=field)
-    if unit == "probability":
-        return units.parse_percent(value, field=field)
-    if unit == "match" and isinstance(value, dict) and "method" in value:
-        method = value["method"]
-        return {**value, "method": method.upper() if isinstance(method, str) else method}
-    return value
-
-
 def _faults(top: _Table, run_s: float) -> tuple[FaultSpec, ...]:
     faults = []
     for ft in _tables(
@@ -509,7 +496,7 @@ def _faults(top: _Table, run_s: float) -> tuple[FaultSpec, ...]:
         kind = check.choice(
             ft.where("kind"), _required(ft, "kind", "a fault kind such as 'latency'"), FAULT_KINDS
         )
-        params = {p.toml: p for p in params_of(kind)}
+        params = dict.fromkeys(p.toml for p in params_of(kind))
         for key, value in ft.data.items():
             if key not in params and key not in FAULT_KEYS and key in _ALL_FAULT_PARAMS:
                 raise ScenarioError(
@@ -529,11 +516,9 @@ def _faults(top: _Table, run_s: float) -> tuple[FaultSpec, ...]:
                 f"a time before the end of the run ({units.format_duration(run_s)})",
             )
         duration_s = _duration(ft, "duration") if "duration" in ft else run_s - at_s
-        values = {
-            p.key: _fault_value(p.unit, ft.get(p.toml), ft.where(p.toml))
-            for name, p in params.items()
-            if name in ft
-        }
+        values = params_from_file(
+            kind, {name: ft.get(name) for name in params if name in ft}, where=ft.where
+        )
         faults.append(
             _build(
                 ft,
