@@ -243,6 +243,57 @@ def run_locust(url: str, seconds: int, users: int, tmp: Path) -> float:
     raise RuntimeError("no Aggregated row in the locust csv")
 
 
+def bare_child(url: str, seconds: float) -> None:
+    """Runs in the pinned child: the reference floor for Python, a closed-loop asyncio +
+    uvloop keep-alive client over httptools with no bookkeeping at all (64 connections,
+    each writes its next request when a response completes). Prints req/s as JSON."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    import httptools
+    import uvloop
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = f"GET / HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    done = [0]
+
+    class Bare(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.parser = httptools.HttpResponseParser(self)
+            self.transport: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            transport.write(request)
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_message_complete(self) -> None:
+            done[0] += 1
+            self.transport.write(request)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        conns = [await loop.create_connection(Bare, host, port) for _ in range(64)]
+        await asyncio.sleep(0.5)  # warm-up
+        start_n, start_t = done[0], time.perf_counter()
+        await asyncio.sleep(seconds)
+        rps = (done[0] - start_n) / (time.perf_counter() - start_t)
+        for transport, _ in conns:
+            transport.close()
+        return rps
+
+    print(json.dumps({"rps": uvloop.run(main())}))
+
+
+def run_bare(url: str, seconds: float) -> float:
+    cmd = pinned([sys.executable, __file__, "--bare", url, str(seconds)])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["rps"])
+
+
 def run_brownout(url: str, rate: float, duration_s: float) -> dict[str, Any]:
     """One brownout run in a child process pinned to the generator core."""
     cmd = pinned([sys.executable, __file__, "--child", url, str(rate), str(duration_s)])
@@ -340,10 +391,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--bare", nargs=2, metavar=("URL", "SECONDS"), help=argparse.SUPPRESS)
     parser.add_argument(
         "--child", nargs=3, metavar=("URL", "RATE", "DURATION_S"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
+    if args.bare:
+        bare_child(args.bare[0], float(args.bare[1]))
+        return 0
     if args.child:
         child(args.child[0], float(args.child[1]), float(args.child[2]))
         return 0
@@ -360,6 +415,8 @@ def main() -> int:
             say(f"wrk {settings.wrk_s} s ...")
             wrk_rps = run_wrk(url, settings.wrk_s)
             say(f"  wrk {wrk_rps:,.0f} req/s")
+            bare_rps = run_bare(url, settings.wrk_s)
+            say(f"  bare asyncio+uvloop client (no bookkeeping) {bare_rps:,.0f} req/s")
             say("brownout sustainable-rate sweep ...")
             best, steps = sweep(url, settings)
             say(f"locust FastHttpUser {settings.locust_s} s, {settings.locust_users} users ...")
@@ -384,6 +441,7 @@ def main() -> int:
     print("generator on core 0, nginx (1 worker, return 200) on core 1\n")
     print(f"{'tool':<44}{'req/s':>12}")
     print(f"{'wrk -t1 -c64 (max rate)':<44}{wrk_rps:>12,.0f}")
+    print(f"{'bare asyncio+uvloop client, no bookkeeping':<44}{bare_rps:>12,.0f}")
     print(f"{'brownout (max sustainable open-model rate)':<44}{ours:>12,.0f}")
     if best is not None:
         print(f"{'  achieved throughput at that rate':<44}{best['throughput_rps']:>12,.0f}")
@@ -396,6 +454,10 @@ def main() -> int:
     ok_locust = vs_locust >= TARGET_VS_LOCUST
     print(f"{'brownout / wrk':<26}{vs_wrk:>7.2f}x{'>= 0.4x':>10}{'':>4}{verdict(ok_wrk)}")
     print(f"{'brownout / Locust':<26}{vs_locust:>7.1f}x{'>= 8x':>10}{'':>4}{verdict(ok_locust)}")
+    print(
+        f"{'brownout / bare client':<26}{ours / bare_rps if bare_rps else 0.0:>7.2f}x"
+        f"{'(info)':>10}    Python's floor on this machine, for context"
+    )
     print()
     print(
         f"brownout CPU per request at {ours:,.0f} req/s: {cpu_us:.1f} us "
@@ -414,6 +476,7 @@ def main() -> int:
                     "mode": "quick" if args.quick else "full",
                     "wrk_rps": wrk_rps,
                     "locust_rps": locust_rps,
+                    "bare_rps": bare_rps,
                     "brownout_rps": ours,
                     "brownout_steps": steps,
                     "cpu_us_per_request": cpu_us,
