@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from .._net import is_loopback
 from ..errors import ScenarioError, ThresholdError
 from ..results import DROPPED, ERROR, OK, SHED, TIMEOUT, RunRecorder, Threshold, evaluate_all
 from ..scenario import RequestPicker, Scenario, TrafficClass, arrivals
@@ -34,7 +35,6 @@ from ._http import ABORTED, RESPONSE, Exchange, HttpPool, build_request
 __all__ = ["Target", "Worker", "parse_target"]
 
 _ARRIVAL, _RETRY, _NEXT = 0, 1, 2
-_LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 _BUILT_CACHE_MAX = 4096  # request byte strings kept per class (fixed paths are reused)
 
 
@@ -47,17 +47,6 @@ class Target:
     port: int
     host_header: str
     base_path: str
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_target(url: str, *, allow_hosts: tuple[str, ...] = (), field: str = "target") -> Target:
