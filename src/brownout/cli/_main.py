@@ -7,6 +7,7 @@ from typing import NoReturn
 
 from .._version import __version__
 from ._load import add_load_commands, run_command
+from ._proxy import add_proxy_command
 
 DESCRIPTION = """\
 brownout: measure what every request costs, predict where the service saturates,
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"brownout {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     add_load_commands(sub)
+    add_proxy_command(sub)
     return parser
 
 

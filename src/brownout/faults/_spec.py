@@ -74,11 +74,26 @@ _ATTRIBUTE_UNITS = {
 }
 
 
-def _number(field_name: str, value: object, allowed: str, *, minimum: float = 0.0) -> float:
+# The largest attribute accepted: Toxiproxy stores int64; past 2**31 ms (about 25 days)
+# a delay means nothing in a test and would overflow timers.
+_MAX_ATTRIBUTE = 2**31 - 1
+
+
+def _number(
+    field_name: str,
+    value: object,
+    allowed: str,
+    *,
+    minimum: float = 0.0,
+    maximum: float = math.inf,
+) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ScenarioError(field_name, value, allowed)
-    number = float(value)
-    if not math.isfinite(number) or number < minimum:
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise ScenarioError(field_name, value, allowed) from None
+    if not math.isfinite(number) or number < minimum or number > maximum:
         raise ScenarioError(field_name, value, allowed)
     return number
 
@@ -102,11 +117,12 @@ class Toxic:
     attributes: Mapping[str, int | float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_name("name", self.name, example="latency_downstream")
+        # type and stream first: from_json derives the default name from them
         if self.type not in TOXIC_TYPES:
             raise ScenarioError("type", self.type, "one of " + ", ".join(TOXIC_TYPES))
         if self.stream not in STREAMS:
             raise ScenarioError("stream", self.stream, "downstream or upstream")
+        check_name("name", self.name, example="latency_downstream")
         toxicity = _number("toxicity", self.toxicity, "a number in [0, 1]")
         if toxicity > 1:
             raise ScenarioError("toxicity", self.toxicity, "a number in [0, 1]")
@@ -131,14 +147,20 @@ class Toxic:
             value = given.get(attr, default)
             minimum = 1.0 if (self.type, attr) == ("slicer", "average_size") else 0.0
             if self.type == "bandwidth":
-                number = _number(f"attributes.{attr}", value, f"a number >= 0 of {unit}")
+                number = _number(
+                    f"attributes.{attr}",
+                    value,
+                    f"a number from 0 to {_MAX_ATTRIBUTE} of {unit}",
+                    maximum=_MAX_ATTRIBUTE,
+                )
                 out[attr] = int(number) if number.is_integer() else number
             else:
                 number = _number(
                     f"attributes.{attr}",
                     value,
-                    f"an integer >= {minimum:g} of {unit}",
+                    f"an integer from {minimum:g} to {_MAX_ATTRIBUTE} of {unit}",
                     minimum=minimum,
+                    maximum=_MAX_ATTRIBUTE,
                 )
                 if not number.is_integer():
                     raise ScenarioError(f"attributes.{attr}", value, f"an integer of {unit}")
@@ -167,13 +189,16 @@ class Toxic:
                 "type", None, "one of " + ", ".join(TOXIC_TYPES), problem="is missing"
             )
         stream = doc.get("stream", "downstream")
-        toxic_name = doc.get("name") or name or f"{doc['type']}_{stream}"
+        toxic_name = doc.get("name")
+        if toxic_name is None or toxic_name == "":  # Toxiproxy's default name
+            toxic_name = name or f"{doc['type']}_{stream}"
+        attributes = doc.get("attributes")
         return cls(
             name=toxic_name,
             type=doc["type"],
             stream=stream,
             toxicity=doc.get("toxicity", 1.0),
-            attributes=doc.get("attributes") or {},
+            attributes={} if attributes is None else attributes,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -194,7 +219,11 @@ class Toxic:
                 raise ScenarioError(key, doc[key], f"{getattr(self, key)} (it cannot change)")
         attributes = {
             **self.attributes,
-            **_mapping("attributes", doc.get("attributes") or {}, "an object of attributes"),
+            **_mapping(
+                "attributes",
+                {} if doc.get("attributes") is None else doc["attributes"],
+                "an object of attributes",
+            ),
         }
         return Toxic(
             name=self.name,
@@ -268,6 +297,8 @@ class HttpFault:
         check_name("name", self.name, example="pay-503")
         if self.kind not in HTTP_FAULTS:
             raise ScenarioError("kind", self.kind, "one of " + ", ".join(HTTP_FAULTS))
+        if not isinstance(self.params, Mapping):
+            raise ScenarioError("params", self.params, "a mapping of the fault's parameters")
         object.__setattr__(self, "params", normalize_params(self.kind, dict(self.params)))
         if self.duration_s is not None:
             _number("duration", self.duration_s, "a duration > 0", minimum=1e-9)
@@ -291,7 +322,13 @@ class HttpFault:
         duration_s = None
         if doc.get("duration") is not None:
             duration_s = parse_duration(doc["duration"], field="duration")
-        return cls(name=doc.get("name") or kind, kind=kind, params=params, duration_s=duration_s)
+        name = doc.get("name")
+        return cls(
+            name=kind if name is None or name == "" else name,
+            kind=kind,
+            params=params,
+            duration_s=duration_s,
+        )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
@@ -338,12 +375,17 @@ class HttpFaultSet:
     what happens after the delay. ``rng`` makes the rolls reproducible."""
 
     def __init__(
-        self, faults: Iterable[HttpFault] = (), *, rng: random.Random | None = None
+        self,
+        faults: Iterable[HttpFault] = (),
+        *,
+        rng: random.Random | None = None,
+        now: float = 0.0,
     ) -> None:
+        """``faults`` start at ``now`` (the origin of their ramps): pass the clock's time."""
         self.rng = rng if rng is not None else random.Random()
         self._faults: dict[str, tuple[HttpFault, float]] = {}
         for fault in faults:
-            self.add(fault, 0.0)
+            self.add(fault, now)
 
     def __len__(self) -> int:
         return len(self._faults)
