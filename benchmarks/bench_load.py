@@ -70,6 +70,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location / {{ return 200 "hello\\n"; }}
+        location = /big {{ default_type application/octet-stream; alias {tmp}/big.bin; }}
     }}
 }}
 """
@@ -172,6 +173,8 @@ def nginx(tmp: Path) -> Iterator[str]:
     port = free_port()
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+    (tmp / "big.bin").write_bytes(os.urandom(1 << 20))  # /big: 1 MiB, for byte throughput
+    tmp.chmod(0o755)  # nginx's worker runs as another user: it must read big.bin
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     cmd = ["taskset", "-c", SERVER_CORE, binary, "-p", str(tmp), "-e", str(tmp / "error.log")]
     proc = subprocess.Popen([*cmd, "-c", str(conf)], stderr=subprocess.PIPE)

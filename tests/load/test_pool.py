@@ -74,14 +74,20 @@ def test_an_exchange_given_up_while_waiting_is_never_sent(server: Server) -> Non
     async def main() -> tuple[list[Exchange], int]:
         pool = HttpPool("127.0.0.1", port, now=time.monotonic, max_connections=1)
         ended: list[Exchange] = []
+        answered = asyncio.Event()
+
+        def on_done(exchange: Exchange) -> None:
+            ended.append(exchange)
+            if exchange.outcome == RESPONSE:
+                answered.set()
+
         data = build_request("GET", "127.0.0.1", "/", {}, None)
-        first, second = Exchange(data, ended.append), Exchange(data, ended.append)
+        first, second = Exchange(data, on_done), Exchange(data, on_done)
         pool.send(first)
         pool.send(second)  # waits: the only connection is busy
         second.abort()
-        while not first.done:
-            await asyncio.sleep(0.005)
-        await asyncio.sleep(0.02)
+        await asyncio.wait_for(answered.wait(), 10)
+        await asyncio.sleep(0.02)  # time for a wrongly queued second send to show
         pool.close()
         return ended, pool.opened
 

@@ -12,6 +12,7 @@ from brownout.scenario import (
     CrawlSpec,
     FaultSpec,
     KeySpec,
+    ProxySpec,
     RetrySpec,
     SessionSpec,
     Spike,
@@ -113,6 +114,10 @@ def test_the_example_parses_to_the_expected_model() -> None:
     }
     assert (delay.at_s, delay.duration_s) == (150.0, 30.0)  # until the end of the run
     assert delay.params == {"delay_s": 0.1, "jitter_s": 0.0, "ramp_to_s": 1.0, "probability": 1.0}
+    assert sc.proxies == (
+        ProxySpec(name="payments", listen="127.0.0.1:9001", upstream="127.0.0.1:9000"),
+    )
+    assert sc.proxy_api is None
 
 
 def test_the_example_schedules_hold_their_expected_counts() -> None:

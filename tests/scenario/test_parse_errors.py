@@ -47,6 +47,8 @@ def test_the_small_document_is_valid() -> None:
 
 FAULT = '[[faults]]\nat = "2s"\nduration = "3s"\ntarget = "db"\n'
 
+PROXY = '[[proxies]]\nname = "db"\nlisten = "127.0.0.1:9001"\nupstream = "127.0.0.1:9000"\n'
+
 CASES = [
     # durations and rates
     (
@@ -350,6 +352,28 @@ CASES = [
     ),
     (doc(top="thresholds = [5]"), "thresholds[0]", "a table"),
     (doc(top='thresholds = ""'), "thresholds", "an array"),
+    # proxies
+    (
+        doc(tail=PROXY.replace("127.0.0.1:9001", "10.1.2.3:9001")),
+        "proxies[0].listen",
+        "a loopback host:port",
+    ),
+    (doc(tail=PROXY.replace("127.0.0.1:9000", "db:http")), "proxies[0].upstream", "host:port"),
+    (doc(tail=PROXY.replace('name = "db"', 'name = "d b"')), "proxies[0].name", "is not"),
+    (
+        doc(tail=PROXY.replace('upstream = "127.0.0.1:9000"\n', "")),
+        "proxies[0].upstream",
+        "is missing",
+    ),
+    (doc(tail=PROXY + "tls = true\n"), "proxies[0].tls", "unknown key"),
+    (doc(tail=PROXY + PROXY), "proxies[1].name", "a name no other proxy has"),
+    (
+        doc(tail=PROXY + FAULT.replace('"db"', '"cache"') + 'kind = "down"\n'),
+        "faults[0].target",
+        "the name of a proxy: 'db'",
+    ),
+    (doc(top='proxy_api = "ftp://x"'), "proxy_api", "an http:// or https:// URL"),
+    (doc(top='proxies = "db"'), "proxies", "an array of tables"),
     # faults
     (doc(tail=FAULT + 'kind = "explode"\n'), "faults[0].kind", "one of 'latency', 'bandwidth'"),
     (doc(tail=FAULT), "faults[0].kind", "is missing"),

@@ -64,6 +64,12 @@ def add_load_commands(sub: Any) -> None:
         help="k6-style threshold, e.g. 'p(99) < 300ms' (repeatable)",
     )
     load.add_argument("--hdr-log", metavar="PATH", help="also write an HdrHistogram interval log")
+    load.add_argument(
+        "--proxy-api",
+        metavar="URL",
+        help="control API of a running brownout proxy (or Toxiproxy) for the fault timeline; "
+        "without it, the scenario's [[proxies]] are started for the run",
+    )
     load.set_defaults(handler=cmd_load)
 
     knee = sub.add_parser(
@@ -205,7 +211,12 @@ def _check_workers(args: argparse.Namespace) -> None:
 
 
 def run_scenario(
-    scenario: Any, args: argparse.Namespace, *, quiet: bool, thresholds: list[Any]
+    scenario: Any,
+    args: argparse.Namespace,
+    *,
+    quiet: bool,
+    thresholds: list[Any],
+    faults: Any = None,
 ) -> dict[str, Any]:
     """Run one scenario with the process/segment flags; returns the results document."""
     from ..load import run_load
@@ -233,6 +244,7 @@ def run_scenario(
             on_interval=live,
             should_stop=lambda: stop[0],
             abort_on=tuple(t for t in thresholds if getattr(t, "abort_on_fail", False)),
+            faults=faults,
         )
         if stop[0]:
             doc["interrupted"] = True
@@ -258,6 +270,7 @@ def _check_writable(flag: str, path: str | None) -> None:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from ..faults import fault_session
     from ..results import parse_threshold, write_results, write_timeline_log
     from ._live import summary_table
 
@@ -272,7 +285,17 @@ def cmd_load(args: argparse.Namespace) -> int:
         )
         for t in scenario.all_thresholds()
     ]
-    doc = run_scenario(scenario, args, quiet=args.quiet, thresholds=thresholds)
+    if args.proxy_api is not None:
+        _loopback_api(args.proxy_api, scenario)
+    # Only the first execution segment drives the faults: with segments on several
+    # machines, one timeline acts on the proxies.
+    runs_faults = _segment(args.segment)[0] == 1
+    with (
+        fault_session(scenario, proxy_api=args.proxy_api)
+        if runs_faults
+        else contextlib.nullcontext()
+    ) as timeline:
+        doc = run_scenario(scenario, args, quiet=args.quiet, thresholds=thresholds, faults=timeline)
     print(summary_table(doc))
     if args.out:
         write_results(args.out, doc)
@@ -283,6 +306,26 @@ def cmd_load(args: argparse.Namespace) -> int:
         print(f"hdr interval log: {args.hdr_log}")
     failed = [t for t in doc.get("thresholds", []) if not t.get("passed")]
     return EXIT_THRESHOLDS if failed else EXIT_OK
+
+
+def _loopback_api(url: str, scenario: Any) -> None:
+    """The control API follows the target's rule: loopback unless the host is allowed."""
+    from urllib.parse import urlsplit
+
+    from .._net import is_loopback
+
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        host = None
+    if not url.startswith("http://") or not host:
+        raise CommandError(
+            f"--proxy-api={url!r} must be an http:// URL such as http://127.0.0.1:8474"
+        )
+    if not is_loopback(host) and host not in scenario.allow_hosts:
+        raise CommandError(
+            f"--proxy-api={url!r} is not on loopback; name {host} with --allow-host to use it"
+        )
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

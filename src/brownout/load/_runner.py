@@ -14,12 +14,15 @@ import multiprocessing as mp
 import queue as queue_mod
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._clock import monotonic_clock, wall_time
 from ..results import Threshold, merge_results
 from ..scenario import Scenario
 from ._engine import Worker
+
+if TYPE_CHECKING:
+    from ..faults import FaultTimeline
 
 __all__ = ["run_load", "worker_segment"]
 
@@ -104,15 +107,39 @@ def run_load(
     on_interval: Callable[[list[dict[str, Any]]], object] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     abort_on: tuple[Threshold, ...] = (),
+    faults: FaultTimeline | None = None,
 ) -> dict[str, Any]:
     """Run ``scenario`` (its segment ``segment``) with ``workers`` processes; returns the
     merged results document. ``on_interval`` receives timeline rows as intervals close
     (from every worker; rows of one interval arrive once per worker). A threshold in
     ``abort_on`` that fails on the data so far stops the run early (each worker judges its
-    own share); the document then lists them under ``aborted``."""
+    own share); the document then lists them under ``aborted``. ``faults`` (see
+    :func:`brownout.faults.fault_session`) runs the fault timeline from the common start;
+    what it did is the document's ``faults``."""
     start = start_wall
-    if start is None and workers > 1:
+    if start is None and (workers > 1 or faults is not None):
         start = wall_time() + _START_DELAY_S
+    if faults is None:
+        return _run(scenario, workers, segment, start, on_interval, should_stop, abort_on)
+    assert start is not None
+    faults.start(monotonic_clock.now() + (start - wall_time()))
+    try:
+        doc = _run(scenario, workers, segment, start, on_interval, should_stop, abort_on)
+    finally:
+        records = faults.stop()
+    doc["faults"] = records
+    return doc
+
+
+def _run(  # noqa: PLR0917 - internal
+    scenario: Scenario,
+    workers: int,
+    segment: tuple[int, int],
+    start: float | None,
+    on_interval: Callable[[list[dict[str, Any]]], object] | None,
+    should_stop: Callable[[], bool],
+    abort_on: tuple[Threshold, ...],
+) -> dict[str, Any]:
     if workers == 1:
         return _event_loop_runner()(  # type: ignore[no-any-return]
             _run_worker(scenario, segment, start, on_interval, should_stop, abort_on)

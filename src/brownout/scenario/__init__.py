@@ -24,6 +24,7 @@ from ._model import RETRY_MODES as RETRY_MODES
 from ._model import CrawlSpec as CrawlSpec
 from ._model import FaultSpec as FaultSpec
 from ._model import KeySpec as KeySpec
+from ._model import ProxySpec as ProxySpec
 from ._model import RequestSpec as RequestSpec
 from ._model import RetrySpec as RetrySpec
 from ._model import Scenario as Scenario
@@ -51,6 +52,7 @@ __all__ = [
     "CrawlSpec",
     "FaultSpec",
     "KeySpec",
+    "ProxySpec",
     "RequestPicker",
     "RequestSpec",
     "RetrySpec",

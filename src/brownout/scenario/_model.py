@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._net import split_host_port
 from .._version import __version__
 from ..errors import ScenarioError
 from . import _check as check
@@ -29,6 +30,7 @@ __all__ = [
     "CrawlSpec",
     "FaultSpec",
     "KeySpec",
+    "ProxySpec",
     "RequestSpec",
     "RetrySpec",
     "Scenario",
@@ -504,6 +506,29 @@ def _url(field_name: str, value: object) -> str:
     return url
 
 
+def host_port(field_name: str, value: object, *, loopback: bool = False) -> str:
+    """A ``host:port`` address (``[::1]:port`` for IPv6); loopback only when asked."""
+    split_host_port(field_name, value, loopback=loopback)
+    assert isinstance(value, str)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxySpec:
+    """A fault proxy for the run: it listens on ``listen`` (loopback) and forwards to
+    ``upstream``. The service under test is configured to reach its dependency through
+    ``listen``; the fault timeline names the proxy by ``name``."""
+
+    name: str
+    listen: str
+    upstream: str
+
+    def __post_init__(self) -> None:
+        check.name("name", self.name, example="payments")
+        host_port("listen", self.listen, loopback=True)
+        host_port("upstream", self.upstream)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Scenario:
     """A whole run: traffic classes, fault timeline and thresholds.
@@ -512,7 +537,12 @@ class Scenario:
     on the command line); ``duration_s`` is the run's length (0 means: the end of the
     longest class schedule, which is what it holds once built); ``seed`` seeds every random
     draw (Poisson gaps, the mix, keys); ``interval_s`` is the timeline's resolution;
-    ``allow_hosts`` names the non-loopback hosts the load generator may target."""
+    ``allow_hosts`` names the non-loopback hosts the load generator may target.
+
+    The fault timeline acts on proxies: ``proxies`` are started for the run (or, with
+    ``proxy_api``, created on that running ``brownout proxy``/Toxiproxy control API);
+    ``proxy_api`` alone uses the proxies that API already has. Every fault's ``target``
+    must name one of ``proxies`` when they are given."""
 
     classes: tuple[TrafficClass, ...]
     name: str = "scenario"
@@ -523,6 +553,8 @@ class Scenario:
     thresholds: tuple[ThresholdSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
     allow_hosts: tuple[str, ...] = ()
+    proxies: tuple[ProxySpec, ...] = ()
+    proxy_api: str | None = None
 
     def __post_init__(self) -> None:
         check.text("name", self.name)
@@ -584,6 +616,32 @@ class Scenario:
                     f"allow_hosts[{i}]", host, "a host name or address such as 'staging.internal'"
                 )
         _set(self, "allow_hosts", hosts)
+        self._check_proxies()
+
+    def _check_proxies(self) -> None:
+        proxies = check.sequence("proxies", self.proxies, ProxySpec)
+        _set(self, "proxies", proxies)
+        if self.proxy_api is not None:
+            _url("proxy_api", self.proxy_api)
+        names: set[str] = set()
+        listens: set[str] = set()
+        for i, proxy in enumerate(proxies):
+            if proxy.name in names:
+                raise ScenarioError(f"proxies[{i}].name", proxy.name, "a name no other proxy has")
+            if proxy.listen in listens:
+                raise ScenarioError(
+                    f"proxies[{i}].listen", proxy.listen, "an address no other proxy listens on"
+                )
+            names.add(proxy.name)
+            listens.add(proxy.listen)
+        if proxies:
+            for i, fault in enumerate(self.faults):
+                if fault.target not in names:
+                    raise ScenarioError(
+                        f"faults[{i}].target",
+                        fault.target,
+                        "the name of a proxy: " + ", ".join(repr(n) for n in sorted(names)),
+                    )
 
     @staticmethod
     def _check_scope(i: int, spec: ThresholdSpec, by_name: dict[str, TrafficClass]) -> None:

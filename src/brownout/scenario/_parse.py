@@ -26,6 +26,7 @@ from ._model import (
     CrawlSpec,
     FaultSpec,
     KeySpec,
+    ProxySpec,
     RequestSpec,
     RetrySpec,
     Scenario,
@@ -51,7 +52,10 @@ TOP_KEYS = (
     "classes",
     "thresholds",
     "faults",
+    "proxies",
+    "proxy_api",
 )
+PROXY_KEYS = ("name", "listen", "upstream")
 CLASS_KEYS = (
     "name",
     "kind",
@@ -569,7 +573,13 @@ def _scenario(doc: dict[str, Any], default_name: str) -> Scenario:
             kwargs["stages"] = (Stage(duration_s=run_s, rate=rate),)
         classes.append(_build(cls, TrafficClass, **kwargs))
     kwargs = top.kwargs(
-        {"name": "name", "target": "target", "seed": "seed", "allow_hosts": "allow_hosts"}
+        {
+            "name": "name",
+            "target": "target",
+            "seed": "seed",
+            "allow_hosts": "allow_hosts",
+            "proxy_api": "proxy_api",
+        }
     )
     kwargs.setdefault("name", default_name)
     if isinstance(kwargs.get("allow_hosts"), list):
@@ -583,8 +593,22 @@ def _scenario(doc: dict[str, Any], default_name: str) -> Scenario:
         classes=tuple(classes),
         thresholds=_thresholds(top),
         faults=_faults(top, run_s),
+        proxies=_proxies(top),
         **kwargs,
     )
+
+
+def _proxies(top: _Table) -> tuple[ProxySpec, ...]:
+    example = (
+        '[[proxies]] with name = "payments", listen = "127.0.0.1:9001", upstream = "127.0.0.1:9000"'
+    )
+    out = []
+    for pt in _tables(top, "proxies", example):
+        pt.check_keys(PROXY_KEYS)
+        for key in PROXY_KEYS:
+            _required(pt, key, example)
+        out.append(_build(pt, ProxySpec, **pt.kwargs({k: k for k in PROXY_KEYS})))
+    return tuple(out)
 
 
 def _parse(text: object, source: str | None, default_name: str) -> Scenario:
