@@ -66,7 +66,73 @@ def start_proxy(upstream: str) -> tuple[subprocess.Popen[bytes], str]:
         if line.startswith("api on "):
             return proc, listen
     proc.kill()
-    raise RuntimeError("brownout proxy did not start: " + proc.stderr.read().decode()[-500:])
+    err = proc.stderr.read().decode() if proc.stderr is not None else ""
+    raise RuntimeError("brownout proxy did not start: " + err[-500:])
+
+
+def relay_child(upstream: str) -> None:
+    """Runs pinned beside nginx: the floor for a Python relay, a bare uvloop byte relay with
+    no toxics, parsing or bookkeeping. Prints ``relay on HOST:PORT`` when listening."""
+    import asyncio
+
+    import uvloop
+
+    up_host, up_port = upstream.rsplit(":", 1)
+
+    class Side(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.peer: Side | None = None
+            self.transport: Any = None
+            self.pending: list[bytes] = []
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.write(data)
+            else:
+                self.pending.append(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        tasks: set[Any] = set()
+
+        def accept() -> Side:
+            client = Side()
+
+            async def connect() -> None:
+                _, server = await loop.create_connection(Side, up_host, int(up_port))
+                server.peer, client.peer = client, server
+                for chunk in client.pending:
+                    server.transport.write(chunk)
+
+            task = loop.create_task(connect())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            return client
+
+        srv = await loop.create_server(accept, "127.0.0.1", 0)
+        print(f"relay on 127.0.0.1:{srv.sockets[0].getsockname()[1]}", flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def start_relay(upstream: str) -> tuple[subprocess.Popen[bytes], str]:
+    cmd = ["taskset", "-c", SERVER_CORE, sys.executable, __file__, "--relay", upstream]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("relay on "):
+        proc.kill()
+        raise RuntimeError("the bare relay did not start")
+    return proc, line.split()[-1]
 
 
 def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
@@ -114,7 +180,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--relay", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.relay:
+        relay_child(args.relay)
+        return 0
     if args.child:
         load_child(args.child[0], float(args.child[1]), float(args.child[2]))
         return 0
@@ -143,6 +213,16 @@ def main() -> int:
             for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
+        relay, relay_listen = start_relay(upstream)
+        try:
+            say("the same through a bare uvloop relay (Python's floor) ...")
+            figures["rate_relay"] = wrk(f"http://{relay_listen}/", seconds, 64)
+            figures["bytes_relay"] = wrk(f"http://{relay_listen}/big", seconds, 8)
+        finally:
+            relay.kill()
+            relay.wait(timeout=10)
+            if relay.stdout is not None:
+                relay.stdout.close()
 
     d, p = figures["latency_direct"], figures["latency_proxied"]
     added_p50 = (p["p50_ms"] - d["p50_ms"]) * 1000
@@ -156,7 +236,7 @@ def main() -> int:
         bytes_ratio=bytes_ratio,
     )
     print(f"\nbench_proxy ({figures['mode']}), {os.cpu_count()} cores\n")
-    print(f"{'':<34}{'direct':>14}{'proxied':>14}{'added/ratio':>14}")
+    print(f"{'':<34}{'direct':>14}{'proxied':>14}{'added/ratio':>14}{'bare relay':>14}")
     print(
         f"{'service p50 at 2k req/s':<34}{d['p50_ms'] * 1000:>11.0f} us{p['p50_ms'] * 1000:>11.0f} us"
         f"{added_p50:>11.0f} us"
@@ -168,10 +248,12 @@ def main() -> int:
     print(
         f"{'max rate, tiny responses (req/s)':<34}{figures['rate_direct']['rps']:>14,.0f}"
         f"{figures['rate_proxied']['rps']:>14,.0f}{rate_ratio:>13.2f}x"
+        f"{figures['rate_relay']['rps']:>14,.0f}"
     )
     print(
         f"{'throughput, 1 MiB responses (MB/s)':<34}{figures['bytes_direct']['bytes_s'] / 1e6:>14,.0f}"
         f"{figures['bytes_proxied']['bytes_s'] / 1e6:>14,.0f}{bytes_ratio:>13.2f}x"
+        f"{figures['bytes_relay']['bytes_s'] / 1e6:>14,.0f}"
     )
     print()
     ok_latency = added_p50 <= TARGET_ADDED_P50_US
