@@ -13,8 +13,13 @@ caller needs to act on it (``CircuitOpen.until``, ``RateLimited.retry_after_s``)
     │                                     cannot cover the work, so it was not started
     └── Rejected                          a policy refused the call; no work was done
         ├── CircuitOpen                   the breaker is open until ``until``
+        ├── Throttled                     client-side adaptive throttling refused the call
+        │                                 locally, with rejection ``probability``
         └── Overloaded                    local overload: shed instead of queued
             ├── BulkheadFull              no slot and no room (or time) in the wait queue
+            ├── ConcurrencyLimited        shed by a concurrency limit; ``reason`` is limit,
+            │                             queue_full, queue_timeout or deadline; retry
+            │                             after ``retry_after_s``
             └── RateLimited               over a rate limit; retry after ``retry_after_s``
 
 ``Retry`` does not retry a :class:`Rejected` error unless told to
@@ -30,6 +35,7 @@ __all__ = [
     "BrownoutError",
     "BulkheadFull",
     "CircuitOpen",
+    "ConcurrencyLimited",
     "DeadlineExceeded",
     "InvalidConfig",
     "Overloaded",
@@ -38,6 +44,7 @@ __all__ = [
     "ResultsError",
     "ScenarioError",
     "ThresholdError",
+    "Throttled",
 ]
 
 
@@ -188,6 +195,26 @@ class CircuitOpen(Rejected):
         )
 
 
+class Throttled(Rejected):
+    """Client-side adaptive throttling refused the call before sending it.
+
+    The throttle saw the backend accept too few of the recent requests and rejects locally
+    with ``probability`` (the rejection probability in force, in [0, 1]) so the backend is
+    not sent work it would refuse anyway.
+    """
+
+    def __init__(self, *, policy: str, probability: float) -> None:
+        self.probability = probability
+        super().__init__(
+            f"adaptive throttle {policy!r} refused the call locally "
+            f"(rejection probability {probability:.2f})",
+            policy=policy,
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (Throttled, {"policy": self.policy, "probability": self.probability}))
+
+
 class Overloaded(Rejected):
     """Local overload: the call was shed rather than queued."""
 
@@ -220,3 +247,76 @@ class RateLimited(Overloaded):
         super().__init__(
             f"rate limit {policy!r} exceeded; retry after {retry_after_s:.3f} s", policy=policy
         )
+
+
+class ConcurrencyLimited(Overloaded):
+    """A concurrency limit shed the call before any work started.
+
+    ``reason`` says why, one of :attr:`REASONS`:
+
+    - ``"limit"``: every slot was taken and the call could not wait (a sync call, or
+      ``max_queue=0``);
+    - ``"queue_full"``: the wait queue was full of calls at least as critical (or a more
+      critical arrival took this call's place in it);
+    - ``"queue_timeout"``: it waited in the queue for as long as the queue allows;
+    - ``"deadline"``: its deadline had passed, or would pass before a slot came free.
+
+    ``retry_after_s`` is a hint for the caller (at least 1 s, so an HTTP ``Retry-After``
+    never rounds it to zero). ``criticality`` is the refused call's criticality (a
+    ``brownout.Criticality``, an ``int``), ``limit``, ``in_flight`` and ``queued`` the state
+    of the limit when it refused, ``waited_s`` how long the call waited first.
+    """
+
+    REASONS = ("limit", "queue_full", "queue_timeout", "deadline")
+
+    def __init__(
+        self,
+        *,
+        policy: str,
+        reason: str,
+        retry_after_s: float,
+        criticality: int | None = None,
+        limit: int = 0,
+        in_flight: int = 0,
+        queued: int = 0,
+        waited_s: float = 0.0,
+    ) -> None:
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        self.criticality = criticality
+        self.limit = limit
+        self.in_flight = in_flight
+        self.queued = queued
+        self.waited_s = waited_s
+        what = {
+            "limit": "every slot taken",
+            "queue_full": "wait queue full",
+            "queue_timeout": f"queued {waited_s * 1000:.1f} ms without a slot",
+            "deadline": "its deadline cannot be met",
+        }.get(reason, reason)
+        level = getattr(criticality, "name", criticality)
+        tag = "" if level is None else f" {str(level).lower()}"
+        super().__init__(
+            f"concurrency limit {policy!r} shed a{tag} call: {what} "
+            f"(limit {limit}, {in_flight} in flight, {queued} queued); "
+            f"retry after {retry_after_s:.3f} s",
+            policy=policy,
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        state = {
+            "policy": self.policy,
+            "reason": self.reason,
+            "retry_after_s": self.retry_after_s,
+            "criticality": self.criticality,
+            "limit": self.limit,
+            "in_flight": self.in_flight,
+            "queued": self.queued,
+            "waited_s": self.waited_s,
+        }
+        return (_rebuild, (ConcurrencyLimited, state))
+
+
+def _rebuild(cls: type[BaseException], kwargs: dict[str, object]) -> BaseException:
+    """Unpickle an error whose constructor takes keyword arguments only."""
+    return cls(**kwargs)

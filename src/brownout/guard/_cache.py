@@ -7,8 +7,10 @@ start background refreshes and make concurrent callers wait.
 
 Where entries live is a seam: :class:`CacheStore` (get / set / delete of a
 :class:`CacheEntry`). :class:`MemoryCacheStore` is the in-process LRU twin; a shared store
-(Redis) plugs in at the same place. In-flight loads are never stored: they are
-process-local bookkeeping, and they do not count as entries.
+(Redis) plugs in at the same place and implements :class:`SharedCacheStore` on top: async
+access for the async paths, and a lock with a lease so one process loads a key while the
+others wait for its value (single-flight across processes). In-flight loads are never
+stored: they are process-local bookkeeping, and they do not count as entries.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, cast, runtime_checkable
 
 from .. import _validate as v
 from .._clock import Clock, monotonic_clock
@@ -32,7 +34,16 @@ from ..events import CacheHit, CacheLoaded, CacheMiss, Events, StaleServed
 from ._deadline import _current
 from ._policy import AsyncNext, Call, Policy, SyncNext
 
-__all__ = ["Cache", "CacheEntry", "CacheStore", "MemoryCacheStore", "default_key"]
+__all__ = [
+    "BUSY",
+    "Cache",
+    "CacheEntry",
+    "CacheStore",
+    "Lease",
+    "MemoryCacheStore",
+    "SharedCacheStore",
+    "default_key",
+]
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -106,6 +117,64 @@ class CacheStore(Protocol):
     def clear(self) -> None: ...
 
     def __len__(self) -> int: ...
+
+
+class Lease(Protocol):
+    """A cross-process load lock this process holds (see :meth:`SharedCacheStore.claim`).
+    Releasing it twice, or after its lease ran out, does nothing."""
+
+    def release(self) -> None: ...
+
+    async def arelease(self) -> None: ...
+
+
+class _Busy:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "BUSY"
+
+
+BUSY: Final = _Busy()
+"""What :meth:`SharedCacheStore.claim` answers, when told not to wait, while another
+process holds the key's load lock."""
+
+
+@runtime_checkable
+class SharedCacheStore(CacheStore, Protocol):
+    """A :class:`CacheStore` that several processes share (Redis). A :class:`Cache` given one
+    uses, on top of the plain store methods:
+
+    - ``bind(clock=, keep_s=, events=, name=)``, once, when the cache is built: the cache's
+      clock (a shared store keeps time on the server and converts ``expires_at`` with it),
+      how long past ``expires_at`` a value may still be served (``keep_s``: stale-while-
+      revalidate and stale-if-error), and where to report store events, under which name.
+    - ``aget`` / ``aset`` / ``adelete`` on the async paths, instead of blocking the loop.
+    - ``claim(key, wait=, early=)`` (``aclaim`` in async) before it runs a loader. The
+      answer is a fresh :class:`CacheEntry` another process stored (serve it, load nothing);
+      a :class:`Lease` (the lock is ours: load, store, release); :data:`BUSY` (only with
+      ``wait=False``: another process is loading now); or None (no lock to be had: the store
+      is unreachable, or the wait ran out; load without it). ``wait=True`` waits, up to a
+      bound the store documents, for the lock or for another process's value. ``early=True``
+      (an early refresh of a fresh entry) asks for the lock even though the stored entry is
+      fresh. ``aclaim`` takes the same arguments.
+
+    Store failures never raise: a failed read is a miss, a failed write is skipped.
+    """
+
+    def bind(self, *, clock: Clock, keep_s: float, events: Events, name: str) -> None: ...
+
+    async def aget(self, key: str) -> CacheEntry | None: ...
+
+    async def aset(self, key: str, entry: CacheEntry) -> None: ...
+
+    async def adelete(self, key: str) -> None: ...
+
+    def claim(self, key: str, *, wait: bool, early: bool) -> CacheEntry | Lease | _Busy | None: ...
+
+    async def aclaim(
+        self, key: str, *, wait: bool, early: bool
+    ) -> CacheEntry | Lease | _Busy | None: ...
 
 
 class MemoryCacheStore:
@@ -212,6 +281,8 @@ class _Outcome:
 
 
 _RETRY_OUTCOME = _Outcome(_RETRY)
+# ``_sync_load`` is to claim the shared store's lock itself (the caller did not).
+_UNCLAIMED: Final = object()
 
 
 class _Flight:
@@ -252,6 +323,7 @@ class _CacheState:
         "negative_on",
         "negative_ttl_s",
         "rng",
+        "shared",
         "stale_s",
         "store",
         "sync_flights",
@@ -271,6 +343,8 @@ class _CacheState:
         seed: int | None,
     ) -> None:
         self.store = store
+        # The same store when several processes share it (see SharedCacheStore), else None.
+        self.shared: SharedCacheStore | None = None
         self.ttl_s = ttl_s
         self.stale_s = stale_s
         # A failed load may be answered with the old value while it is within either window.
@@ -397,7 +471,11 @@ class Cache(Policy):
       through a ``Pipeline``); default :func:`default_key` (the function's qualified name and
       the repr of the arguments). ``get_or_load`` is given its key directly.
     - ``store``: where entries live (a :class:`CacheStore`); default a
-      :class:`MemoryCacheStore` of ``max_entries``.
+      :class:`MemoryCacheStore` of ``max_entries``. A :class:`SharedCacheStore` (such as
+      ``brownout.stores.RedisCacheStore``) shares entries between processes: the cache binds
+      its clock, stale window and events to it, uses its async methods on the async paths,
+      and claims the key's lock before loading, so one process loads while the others wait
+      for its value (single-flight across processes; see the store for its lease and waits).
 
     Use: ``cache.get_or_load(key, loader)``, ``await cache.aget_or_load(key, loader)``,
     ``@cache`` on a plain or ``async def`` function, ``cache.call(fn, ...)`` /
@@ -523,6 +601,12 @@ class Cache(Policy):
                 seed=self.seed,
             ),
         )
+        if isinstance(store, SharedCacheStore):
+            state = self._state
+            store.bind(
+                clock=self.clock, keep_s=state.fallback_s, events=self.events, name=self.name
+            )
+            state.shared = store
 
     # -- public --------------------------------------------------------------------------
 
@@ -543,7 +627,8 @@ class Cache(Policy):
         loaded."""
         state = self._state
         now = self.clock.now()
-        entry = state.store.get(key)
+        shared = state.shared
+        entry = state.store.get(key) if shared is None else await shared.aget(key)
         decision = MISS if entry is None else state.decide(entry, now)
         if decision == FRESH:
             if self.events:
@@ -616,7 +701,8 @@ class Cache(Policy):
         key = self._key_of(call)
         state = self._state
         now = self.clock.now()
-        entry = state.store.get(key)
+        shared = state.shared
+        entry = state.store.get(key) if shared is None else await shared.aget(key)
         decision = MISS if entry is None else state.decide(entry, now)
         if decision == FRESH:
             if self.events:
@@ -714,7 +800,10 @@ class Cache(Policy):
             with state.lock:
                 flight = state.sync_flights.get(key)
                 if flight is None:
-                    current = state.store.get(key) if decision != EARLY else None
+                    # (A shared store is not read under the lock: its claim looks again.)
+                    current = (
+                        state.store.get(key) if decision != EARLY and state.shared is None else None
+                    )
                     if current is None or not state.is_fresh(current, now):
                         flight = state.sync_flights[key] = _SyncFlight()
                         lead = True
@@ -727,13 +816,32 @@ class Cache(Policy):
                 raise RuntimeError(
                     f"{self.name}: the loader of key {key!r} asked for the same key (recursion)"
                 )
+            claimed: object = _UNCLAIMED
+            if lead and decision != MISS and state.shared is not None:
+                # A stale or early refresh with other processes: refresh only if none of them
+                # is refreshing already; otherwise serve what we have, as in-process callers
+                # are while a refresh runs.
+                assert entry is not None
+                try:
+                    claimed = state.shared.claim(key, wait=False, early=decision == EARLY)
+                except BaseException:
+                    self._land(key, flight, _RETRY_OUTCOME)
+                    raise
+                if isinstance(claimed, _Busy | CacheEntry):
+                    self._land(key, flight, _RETRY_OUTCOME)
+                    if isinstance(claimed, CacheEntry):  # just refreshed by another process
+                        entry = claimed
+                        decision = NEGATIVE if entry.error is not None else FRESH
+                    return self._served(key, entry, decision, now)
             if self.events:
                 if decision == EARLY:
                     self.events.emit(CacheHit(now, self.name, key))
                 else:
                     self.events.emit(CacheMiss(now, self.name, key))
             if lead:
-                return self._deliver(key, self._sync_load(key, fn, arg, flight, entry))
+                return self._deliver(
+                    key, self._sync_load(key, fn, arg, flight, entry, claimed=claimed)
+                )
             flight.done.wait()
             outcome = flight.outcome
             if outcome is not None and outcome.kind != _RETRY:
@@ -747,24 +855,47 @@ class Cache(Policy):
         arg: A,
         flight: _SyncFlight,
         seen: CacheEntry | None,
+        *,
+        claimed: object = _UNCLAIMED,
     ) -> _Outcome:
+        """Run the load for ``key`` and hand its outcome to the flight's waiters. With a
+        shared store the key's lock is claimed first, waiting for another process's load
+        (``claimed``: the answer of a claim the caller made already)."""
         state = self._state
         outcome = _RETRY_OUTCOME
-        started = self.clock.now()
+        lease: Lease | None = None
         try:
-            value = fn(arg)
-        except Exception as exc:
-            outcome = self._failed(key, exc, started, flight, seen)
-        else:
-            outcome = self._loaded(key, value, started, flight)
+            shared = state.shared
+            if shared is not None:
+                if claimed is _UNCLAIMED:
+                    claimed = shared.claim(key, wait=True, early=False)
+                if isinstance(claimed, CacheEntry):
+                    outcome = _from_peer(claimed)
+                    return outcome
+                if claimed is not None and not isinstance(claimed, _Busy):
+                    lease = cast(Lease, claimed)
+            started = self.clock.now()
+            try:
+                value = fn(arg)
+            except Exception as exc:
+                outcome = self._failed(key, exc, started, flight, seen)
+            else:
+                outcome = self._loaded(key, value, started, flight)
         finally:
             # Also on KeyboardInterrupt & co: the waiters are released and look again.
-            with state.lock:
-                if state.sync_flights.get(key) is flight:
-                    del state.sync_flights[key]
-            flight.outcome = outcome
-            flight.done.set()
+            if lease is not None:
+                lease.release()
+            self._land(key, flight, outcome)
         return outcome
+
+    def _land(self, key: str, flight: _SyncFlight, outcome: _Outcome) -> None:
+        """End ``flight``: forget it and wake its waiters with ``outcome``."""
+        state = self._state
+        with state.lock:
+            if state.sync_flights.get(key) is flight:
+                del state.sync_flights[key]
+        flight.outcome = outcome
+        flight.done.set()
 
     # -- async ---------------------------------------------------------------------------
 
@@ -782,7 +913,7 @@ class Cache(Policy):
         flight = flights.get(key)
         if entry is not None and decision != MISS:  # STALE or EARLY: serve, refresh behind
             if flight is None:
-                self._spawn(key, fn, arg, flights, entry, background=True)
+                self._spawn(key, fn, arg, flights, entry, background=True, early=decision == EARLY)
             return self._served(key, entry, decision, now)
         if flight is None:
             flight = self._spawn(key, fn, arg, flights, entry, background=False)
@@ -804,10 +935,11 @@ class Cache(Policy):
         seen: CacheEntry | None,
         *,
         background: bool,
+        early: bool = False,
     ) -> _AsyncFlight:
         flight = _AsyncFlight()
         loop = asyncio.get_running_loop()
-        coro = self._aload(key, fn, arg, flight, flights=flights, seen=seen)
+        coro = self._aload(key, fn, arg, flight, flights=flights, seen=seen, early=early)
         name = f"brownout-cache-load:{key}"
         if background:
             context = contextvars.copy_context()
@@ -827,7 +959,13 @@ class Cache(Policy):
         *,
         flights: dict[str, _AsyncFlight],
         seen: CacheEntry | None,
+        early: bool,
     ) -> _Outcome:
+        shared = self._state.shared
+        if shared is not None:
+            return await self._aload_shared(
+                key, fn, arg, flight, flights=flights, seen=seen, early=early, shared=shared
+            )
         started = self.clock.now()
         try:
             value = await fn(arg)
@@ -838,3 +976,64 @@ class Cache(Policy):
         finally:
             if flights.get(key) is flight:
                 del flights[key]
+
+    async def _aload_shared(
+        self,
+        key: str,
+        fn: Callable[[A], Awaitable[Any]],
+        arg: A,
+        flight: _AsyncFlight,
+        *,
+        flights: dict[str, _AsyncFlight],
+        seen: CacheEntry | None,
+        early: bool,
+        shared: SharedCacheStore,
+    ) -> _Outcome:
+        """``_aload`` with a store other processes share: claim the key's lock first (a miss
+        or a stale refresh waits for another process's load; an early refresh does not), and
+        store through the async methods."""
+        lease: Lease | None = None
+        state = self._state
+        try:
+            got = await shared.aclaim(key, wait=not early, early=early)
+            if isinstance(got, _Busy):
+                if seen is not None:  # another process refreshes this fresh entry already
+                    return _Outcome(_VALUE, seen.value)
+                got = None
+            if isinstance(got, CacheEntry):
+                return _from_peer(got)
+            lease = got
+            started = self.clock.now()
+            try:
+                value = await fn(arg)
+            except Exception as exc:
+                now = self.clock.now()
+                if self.events:
+                    self.events.emit(CacheLoaded(now, self.name, key, now - started, False))
+                negative = state.entry_for_error(exc, now, now - started)
+                if negative is not None:
+                    if not flight.discarded:
+                        await shared.aset(key, negative)
+                    return _Outcome(_ERROR, None, exc, negative.traceback)
+                # Entries past every window expire in the shared store by themselves.
+                if not flight.discarded and seen is not None and state.can_fall_back(seen, now):
+                    return _Outcome(_FALLBACK, seen.value, stale=now >= seen.expires_at)
+                return _Outcome(_ERROR, None, exc, exc.__traceback__)
+            now = self.clock.now()
+            if not flight.discarded:
+                await shared.aset(key, state.entry_for_value(value, now, now - started))
+            if self.events:
+                self.events.emit(CacheLoaded(now, self.name, key, now - started, True))
+            return _Outcome(_VALUE, value)
+        finally:
+            if flights.get(key) is flight:
+                del flights[key]
+            if lease is not None:
+                await lease.arelease()
+
+
+def _from_peer(entry: CacheEntry) -> _Outcome:
+    """The outcome for the callers of a load another process did: its value or its error."""
+    if entry.error is not None:
+        return _Outcome(_ERROR, None, entry.error, entry.traceback)
+    return _Outcome(_VALUE, entry.value)
