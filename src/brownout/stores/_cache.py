@@ -67,7 +67,7 @@ from ..errors import InvalidConfig
 from ..events import Event, Events
 from ..guard import current_deadline
 from ..guard._cache import BUSY, CacheEntry, _Busy
-from ._redis import StoreRecovered, StoreUnavailable
+from ._redis import RedisClients, StoreRecovered, StoreUnavailable
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -259,7 +259,7 @@ class _RedisLease:
         return f"<lease {self.lock_key!r} released={self.released}>"
 
 
-class RedisCacheStore:
+class RedisCacheStore(RedisClients):
     """A :class:`~brownout.guard.SharedCacheStore` in Redis: give it to ``Cache(store=...)``
     in every replica (same ``url`` and ``prefix``) and they share values and loads.
 
@@ -290,6 +290,8 @@ class RedisCacheStore:
     :class:`CacheNotShared`, ``StoreUnavailable``, ``StoreRecovered``) go to the cache's
     ``events`` under the cache's name.
     """
+
+    _sync_needed = "a sync redis.Redis (or url=...) for the cache's sync operations"
 
     def __init__(
         self,
@@ -376,52 +378,6 @@ class RedisCacheStore:
         self._name = name
 
     # -- clients -------------------------------------------------------------------------
-
-    def _client_kwargs(self, retry_class: Any) -> dict[str, Any]:
-        r = self._redis
-        return {
-            "socket_timeout": self.timeout_s,
-            "socket_connect_timeout": self.timeout_s,
-            "retry": retry_class(
-                r.backoff.NoBackoff(), 1, supported_errors=(r.exceptions.ConnectionError,)
-            ),
-        }
-
-    def _sync_client(self) -> Any:
-        client = self._sync
-        if client is None:
-            if self.url is None:
-                raise InvalidConfig(
-                    "RedisCacheStore",
-                    "client",
-                    self._async,
-                    "a sync redis.Redis (or url=...) for the cache's sync operations",
-                )
-            with self._lock:
-                if self._sync is None:
-                    r = self._redis
-                    self._sync = r.Redis.from_url(self.url, **self._client_kwargs(r.retry.Retry))
-                client = self._sync
-        return client
-
-    def _async_client(self) -> Any:
-        """The asyncio client to await, or None to run the sync client inline."""
-        if self.url is None:
-            return self._async
-        loop = asyncio.get_running_loop()
-        if self._async is None or self._async_loop is not loop:
-            r = self._redis
-            self._async = r.asyncio.Redis.from_url(
-                self.url, **self._client_kwargs(r.asyncio.retry.Retry)
-            )
-            self._async_loop = loop
-        return self._async
-
-    def close(self) -> None:
-        """Close the sync client this store created from its ``url`` (not a client given)."""
-        if self.url is not None and self._sync is not None:
-            self._sync.close()
-            self._sync = None
 
     async def aclose(self) -> None:
         """Close the asyncio client created for the running loop, and the sync one (not a

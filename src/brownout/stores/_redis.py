@@ -118,7 +118,65 @@ def _import_redis() -> Any:
     return redis
 
 
-class RedisStore:
+class RedisClients:
+    """The Redis clients of a store: given ones, or created lazily from ``url`` (the sync
+    one once, the asyncio one per event loop) with short timeouts and one retry. Shared by
+    :class:`RedisStore` and the Redis cache store. Subclasses set ``url``, ``timeout_s``,
+    ``_redis`` (the module), ``_sync``, ``_async``, ``_async_loop`` and ``_lock``."""
+
+    __slots__ = ()
+    _sync_needed: str = "a sync redis.Redis (or url=...)"
+    url: str | None
+    timeout_s: float
+    _redis: Any
+    _sync: Any
+    _async: Any
+    _async_loop: Any
+    _lock: threading.Lock
+
+    def _client_kwargs(self, retry_class: Any) -> dict[str, Any]:
+        r = self._redis
+        return {
+            "socket_timeout": self.timeout_s,
+            "socket_connect_timeout": self.timeout_s,
+            "retry": retry_class(
+                r.backoff.NoBackoff(), 1, supported_errors=(r.exceptions.ConnectionError,)
+            ),
+        }
+
+    def _sync_client(self) -> Any:
+        client = self._sync
+        if client is None:
+            if self.url is None:
+                raise InvalidConfig(type(self).__name__, "client", self._async, self._sync_needed)
+            with self._lock:
+                if self._sync is None:
+                    r = self._redis
+                    self._sync = r.Redis.from_url(self.url, **self._client_kwargs(r.retry.Retry))
+                client = self._sync
+        return client
+
+    def _async_client(self) -> Any:
+        """The asyncio client to await, or None to run the sync client inline."""
+        if self.url is None:
+            return self._async
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async_loop is not loop:
+            r = self._redis
+            self._async = r.asyncio.Redis.from_url(
+                self.url, **self._client_kwargs(r.asyncio.retry.Retry)
+            )
+            self._async_loop = loop
+        return self._async
+
+    def close(self) -> None:
+        """Close the sync client this store created from its ``url`` (not a client given)."""
+        if self.url is not None and self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+
+class RedisStore(RedisClients):
     """A :class:`~brownout.guard.RateStore` in Redis, shared by every process using it.
 
     Give it a redis-py client, ``redis.Redis`` or ``redis.asyncio.Redis``, or a ``url``:
@@ -147,6 +205,8 @@ class RedisStore:
     all of those in flight). ``events`` receives :class:`StoreUnavailable` and
     :class:`StoreRecovered`, with ``name`` as their ``policy``.
     """
+
+    _sync_needed = "a sync redis.Redis (or url=...) for sync decisions"
 
     def __init__(
         self,
@@ -216,52 +276,6 @@ class RedisStore:
         return self._down_since is not None
 
     # -- clients -----------------------------------------------------------------------
-
-    def _client_kwargs(self, retry_class: Any) -> dict[str, Any]:
-        r = self._redis
-        return {
-            "socket_timeout": self.timeout_s,
-            "socket_connect_timeout": self.timeout_s,
-            "retry": retry_class(
-                r.backoff.NoBackoff(), 1, supported_errors=(r.exceptions.ConnectionError,)
-            ),
-        }
-
-    def _sync_client(self) -> Any:
-        client = self._sync
-        if client is None:
-            if self.url is None:
-                raise InvalidConfig(
-                    "RedisStore",
-                    "client",
-                    self._async,
-                    "a sync redis.Redis (or url=...) for sync decisions",
-                )
-            with self._lock:
-                if self._sync is None:
-                    r = self._redis
-                    self._sync = r.Redis.from_url(self.url, **self._client_kwargs(r.retry.Retry))
-                client = self._sync
-        return client
-
-    def _async_client(self) -> Any:
-        """The asyncio client to await, or None to run the sync client inline."""
-        if self.url is None:
-            return self._async
-        loop = asyncio.get_running_loop()
-        if self._async is None or self._async_loop is not loop:
-            r = self._redis
-            self._async = r.asyncio.Redis.from_url(
-                self.url, **self._client_kwargs(r.asyncio.retry.Retry)
-            )
-            self._async_loop = loop
-        return self._async
-
-    def close(self) -> None:
-        """Close the sync client this store created from its ``url`` (not a client given)."""
-        if self.url is not None and self._sync is not None:
-            self._sync.close()
-            self._sync = None
 
     async def aclose(self) -> None:
         """Close the asyncio client this store created for the running event loop, and the
