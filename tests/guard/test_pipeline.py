@@ -20,7 +20,7 @@ from brownout.events import (
     RetryAbandoned,
     RetryScheduled,
 )
-from brownout.guard import RECOMMENDED_ORDER, Policy
+from brownout.guard import RECOMMENDED_ORDER, AdaptiveThrottle, Policy
 from brownout.guard._policy import AsyncNext, Call, SyncNext
 from brownout.testing import MockClock
 
@@ -218,6 +218,7 @@ def _kinds() -> dict[str, Any]:
         "hedge": Hedge,
         "breaker": lambda: FakeBreaker(name="breaker"),
         "bulkhead": lambda: FakeBulkhead(name="bulkhead"),
+        "throttle": AdaptiveThrottle,
     }
 
 
@@ -231,6 +232,8 @@ def build(*names: str) -> list[Policy]:
     [
         ("fallback", "cache", "timeout", "retry", "breaker", "bulkhead", "timeout"),
         ("fallback", "timeout", "hedge", "breaker", "bulkhead", "timeout"),
+        ("fallback", "timeout", "retry", "throttle", "bulkhead", "timeout"),
+        ("retry", "breaker", "throttle", "timeout"),
         ("timeout", "timeout", "retry"),
         ("retry", "timeout"),
         ("bulkhead", "timeout"),  # no retry: the timeout inside a bulkhead bounds each call
@@ -261,6 +264,8 @@ def test_recommended_orders_are_accepted(names: tuple[str, ...]) -> None:
         (("bulkhead", "breaker"), "circuit breaker inside bulkhead"),
         (("retry", "timeout", "breaker"), "circuit breaker inside attempt timeout"),
         (("breaker", "timeout", "retry"), "retry inside attempt timeout"),
+        (("throttle", "retry"), "retry inside adaptive throttle"),
+        (("bulkhead", "throttle"), "adaptive throttle inside bulkhead"),
     ],
 )
 def test_wrong_orders_are_refused_naming_the_problem(names: tuple[str, ...], problem: str) -> None:

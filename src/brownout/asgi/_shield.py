@@ -85,13 +85,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 from .. import _validate as v
 from .._clock import Clock, monotonic_clock
 from ..errors import InvalidConfig
 from ..events import Event, Events
-from ..guard._ratelimit import Decision, RateLimit
+from ..guard._ratelimit import RateLimit
 from ._identity import Client, ClientIdentifier
 
 __all__ = [
@@ -211,30 +211,142 @@ class Reason:
     weight: float
 
 
-class ShieldDecision(NamedTuple):
-    """What the shield decided for one request (an immutable record: a named tuple, cheap to
-    build on every request).
+# Evidence as the hot path records it: (code, weight, a, b), turned into a Reason (with its
+# detail text) only when someone reads ShieldDecision.reasons. Formatting the details of
+# three or four signals on every request cost more than the scoring itself.
+_Evidence = tuple[str, float, Any, Any]
+_DETAILS: dict[str, Callable[[Any, Any], str]] = {
+    "declared_bot": lambda a, b: f"user agent matches {a!r}",
+    "no_user_agent": lambda a, b: "no User-Agent header",
+    "fake_good_bot": lambda a, b: f"claims {a!r}; not verified",
+    "high_rate": lambda a, b: f"{a:.3g} requests/s",
+    "regular_timing": lambda a, b: f"cv={a:.3f} over {b} gaps",
+    "no_session": lambda a, b: f"{a:.0%} of {b} requests without session",
+    "expensive_paths": lambda a, b: f"{a:.0%} of {b} requests on expensive paths",
+    "path_breadth": lambda a, b: f"~{a:.0f} distinct paths in {b} requests",
+    "error_ratio": lambda a, b: f"{a:.0%} of {b} responses were 4xx",
+    "good_bot": lambda a, b: f"{a!r} ({b})",
+    "marked_human": lambda a, b: "vouched for by mark_human()",
+    "client_limit": lambda a, b: f"{a!r} refused {b!r}",
+    "class_limit": lambda a, b: f"{a!r} refused {b!r}",
+}
+
+
+def _evidence_weight(item: _Evidence) -> float:
+    return -item[1]
+
+
+def _explain(evidence: list[_Evidence]) -> tuple[Reason, ...]:
+    """Reasons from evidence, strongest first (a stable sort: reasons of weight 0, which
+    explain an action rather than the score, keep their order at the end)."""
+    ordered = sorted(evidence, key=_evidence_weight)
+    return tuple(Reason(code, _DETAILS[code](a, b), c) for code, c, a, b in ordered)
+
+
+class ShieldDecision:
+    """What the shield decided for one request (a read-only record).
 
     ``action``: ``"allow"``, ``"limit"`` (answer 429 with ``Retry-After``),
     ``"challenge"`` (answer what the shield's ``challenge`` callback returns) or
     ``"block"`` (403). ``client_id``: the client's identity (the key of its limits and the
     argument of :meth:`TrafficShield.observe`). ``traffic_class``: ``"human"`` or
     ``"bot"``. ``score``: the bot score in ``[0, 1]``. ``reasons``: the evidence, strongest
-    first. ``retry_after_s``: when refused, seconds before trying again makes sense.
-    ``client``: the identified :class:`~brownout.asgi.Client`.
+    first (worded when first read, from numbers captured at decision time).
+    ``retry_after_s``: when refused, seconds before trying again makes sense. ``client``:
+    the identified :class:`~brownout.asgi.Client`.
     """
 
-    action: str
-    client_id: str
-    traffic_class: str
-    score: float
-    reasons: tuple[Reason, ...]
-    retry_after_s: float
-    client: Client
+    __slots__ = (
+        "_evidence",
+        "_reasons",
+        "action",
+        "client",
+        "client_id",
+        "retry_after_s",
+        "score",
+        "traffic_class",
+    )
+
+    def __init__(
+        self,
+        action: str,
+        client_id: str,
+        traffic_class: str,
+        score: float,
+        *,
+        reasons: Sequence[Reason] = (),
+        retry_after_s: float = 0.0,
+        client: Client | None = None,
+    ) -> None:
+        self.action = action
+        self.client_id = client_id
+        self.traffic_class = traffic_class
+        self.score = score
+        self._reasons: tuple[Reason, ...] | None = tuple(reasons)
+        self._evidence: list[_Evidence] | None = None
+        self.retry_after_s = retry_after_s
+        self.client = (
+            client if client is not None else Client(client_id, None, None, "", False, False, False)
+        )
+
+    @classmethod
+    def _of(  # noqa: PLR0917 (positional: built on every request)
+        cls,
+        action: str,
+        client: Client,
+        traffic_class: str,
+        score: float,
+        evidence: list[_Evidence] | None,
+        retry_after_s: float,
+    ) -> ShieldDecision:
+        d = cls.__new__(cls)
+        d.action = action
+        d.client_id = client.id
+        d.traffic_class = traffic_class
+        d.score = score
+        d._reasons = None if evidence else ()
+        d._evidence = evidence
+        d.retry_after_s = retry_after_s
+        d.client = client
+        return d
+
+    @property
+    def reasons(self) -> tuple[Reason, ...]:
+        reasons = self._reasons
+        if reasons is None:
+            reasons = self._reasons = _explain(self._evidence or [])
+        return reasons
 
     @property
     def allowed(self) -> bool:
         return self.action == ALLOW
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.action,
+            self.client_id,
+            self.traffic_class,
+            self.score,
+            self.reasons,
+            self.retry_after_s,
+            self.client,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ShieldDecision):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"ShieldDecision(action={self.action!r}, client_id={self.client_id!r}, "
+            f"traffic_class={self.traffic_class!r}, score={self.score!r}, "
+            f"reasons={self.reasons!r}, retry_after_s={self.retry_after_s!r}, "
+            f"client={self.client!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,45 +526,7 @@ def _substring_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(re.escape(p.lower()) for p in patterns))
 
 
-def _by_weight(reason: Reason) -> float:
-    return -reason.weight
-
-
-class _Assessment:
-    """What the score said about one request, before the rate limits have their say."""
-
-    __slots__ = ("action", "client", "reasons", "score", "traffic_class")
-
-    def __init__(
-        self,
-        client: Client,
-        traffic_class: str,
-        score: float,
-        reasons: list[Reason] | None,
-        action: str | None,
-    ) -> None:
-        self.client = client
-        self.traffic_class = traffic_class
-        self.score = score
-        self.reasons = reasons
-        self.action = action
-
-    def decision(self, action: str, retry_after_s: float) -> ShieldDecision:
-        reasons = self.reasons
-        return ShieldDecision(
-            action,
-            self.client.id,
-            self.traffic_class,
-            self.score,
-            () if reasons is None else tuple(reasons),
-            retry_after_s,
-            self.client,
-        )
-
-    def refused(self, limit: RateLimit, key: str, code: str, verdict: Decision) -> ShieldDecision:
-        """A ``"limit"`` decision: ``limit`` refused ``key``; the reason ``code`` says which."""
-        self.reasons = [*(self.reasons or ()), Reason(code, f"{limit.name!r} refused {key!r}", 0.0)]
-        return self.decision(LIMIT, verdict.retry_after_s)
+_decision = ShieldDecision._of
 
 
 class TrafficShield:
@@ -653,43 +727,44 @@ class TrafficShield:
 
     def _score(
         self, st: _ClientState, ua_kind: int, ua_match: str
-    ) -> tuple[float, list[Reason] | None]:
-        """The bot score of a client record and its reasons (None when there are none)."""
+    ) -> tuple[float, list[_Evidence] | None]:
+        """The bot score of a client record and its evidence (None when there is none).
+
+        The hot path: numbers only; :func:`_explain` words the evidence when it is read."""
         sc = self.scoring
         keep = 1.0  # prod (1 - c_i)
-        reasons: list[Reason] | None = None
+        evidence: list[_Evidence] = []
 
-        if ua_kind == _UA_BOT:
-            c = sc.declared_bot
+        if ua_kind not in (_UA_BROWSER, _UA_GOOD):
+            if ua_kind == _UA_BOT:
+                code, c = "declared_bot", sc.declared_bot
+            elif ua_kind == _UA_NONE:
+                code, c = "no_user_agent", sc.no_user_agent
+            else:
+                code, c = "fake_good_bot", sc.fake_good_bot
             if c > 0:
-                keep *= 1.0 - c
-                reasons = [Reason("declared_bot", f"user agent matches {ua_match!r}", c)]
-        elif ua_kind == _UA_NONE:
-            c = sc.no_user_agent
-            if c > 0:
-                keep *= 1.0 - c
-                reasons = [Reason("no_user_agent", "no User-Agent header", c)]
-        elif ua_kind == _UA_FAKE:
-            c = sc.fake_good_bot
-            if c > 0:
-                keep *= 1.0 - c
-                reasons = [Reason("fake_good_bot", f"claims {ua_match!r}; not verified", c)]
+                keep = 1.0 - c
+                evidence.append((code, c, ua_match, None))
 
-        if st.gaps >= sc.min_gaps:
+        gaps = st.gaps
+        if gaps >= sc.min_gaps:
             mean = st.gap_mean
-            rate = 1.0 / mean if mean > 0 else math.inf
-            if rate > sc.rate_low_rps and sc.rate > 0:
-                c = sc.rate * _ramp(rate, sc.rate_low_rps, sc.rate_high_rps)
+            if mean > 0:
+                rate = 1.0 / mean
+                if rate > sc.rate_low_rps and sc.rate > 0:
+                    c = sc.rate * _ramp(rate, sc.rate_low_rps, sc.rate_high_rps)
+                    keep *= 1.0 - c
+                    evidence.append(("high_rate", c, rate, None))
+                high = sc.regular_cv_high * mean
+                if st.gap_var < high * high and sc.regular > 0:  # cv < regular_cv_high
+                    cv = math.sqrt(st.gap_var) / mean
+                    c = sc.regular * _ramp(-cv, -sc.regular_cv_high, -sc.regular_cv_low)
+                    keep *= 1.0 - c
+                    evidence.append(("regular_timing", c, cv, gaps))
+            elif sc.rate > 0:  # every gap was 0: an unbounded rate (no cv to speak of)
+                c = sc.rate
                 keep *= 1.0 - c
-                reasons = reasons or []
-                reasons.append(Reason("high_rate", f"{rate:.3g} requests/s", c))
-            high = sc.regular_cv_high * mean
-            if st.gap_var < high * high and sc.regular > 0:  # cv < regular_cv_high
-                cv = math.sqrt(st.gap_var) / mean if mean > 0 else 0.0
-                c = sc.regular * _ramp(-cv, -sc.regular_cv_high, -sc.regular_cv_low)
-                keep *= 1.0 - c
-                reasons = reasons or []
-                reasons.append(Reason("regular_timing", f"cv={cv:.3f} over {st.gaps} gaps", c))
+                evidence.append(("high_rate", c, math.inf, None))
 
         requests = st.requests + st.requests_prev
         if requests >= sc.min_requests:
@@ -697,42 +772,21 @@ class TrafficShield:
             if share > sc.no_session_low and sc.no_session > 0:
                 c = sc.no_session * _ramp(share, sc.no_session_low, sc.no_session_high)
                 keep *= 1.0 - c
-                reasons = reasons or []
-                reasons.append(
-                    Reason("no_session", f"{share:.0%} of {requests} requests without session", c)
-                )
+                evidence.append(("no_session", c, share, requests))
             if self._expensive_re is not None:
                 share = (st.expensive + st.expensive_prev) / requests
                 if share > sc.expensive_low and sc.expensive > 0:
                     c = sc.expensive * _ramp(share, sc.expensive_low, sc.expensive_high)
                     keep *= 1.0 - c
-                    reasons = reasons or []
-                    reasons.append(
-                        Reason(
-                            "expensive_paths",
-                            f"{share:.0%} of {requests} requests on expensive paths",
-                            c,
-                        )
-                    )
+                    evidence.append(("expensive_paths", c, share, requests))
             if requests >= sc.breadth_min_requests:
                 zeros = _SKETCH_BITS - (st.paths | st.paths_prev).bit_count()
-                distinct = (
-                    _SKETCH_BITS * math.log(_SKETCH_BITS / zeros)
-                    if zeros
-                    else _SKETCH_BITS * math.log(_SKETCH_BITS)
-                )
+                distinct = _SKETCH_BITS * math.log(_SKETCH_BITS / zeros if zeros else _SKETCH_BITS)
                 breadth = distinct / (requests if requests < 2 * _SKETCH_BITS else 2 * _SKETCH_BITS)
                 if breadth > sc.breadth_low and sc.breadth > 0:
                     c = sc.breadth * _ramp(breadth, sc.breadth_low, sc.breadth_high)
                     keep *= 1.0 - c
-                    reasons = reasons or []
-                    reasons.append(
-                        Reason(
-                            "path_breadth",
-                            f"~{distinct:.0f} distinct paths in {requests} requests",
-                            c,
-                        )
-                    )
+                    evidence.append(("path_breadth", c, distinct, requests))
 
         responses = st.responses + st.responses_prev
         if responses >= sc.min_responses:
@@ -740,21 +794,21 @@ class TrafficShield:
             if share > sc.errors_low and sc.errors > 0:
                 c = sc.errors * _ramp(share, sc.errors_low, sc.errors_high)
                 keep *= 1.0 - c
-                reasons = reasons or []
-                reasons.append(
-                    Reason("error_ratio", f"{share:.0%} of {responses} responses were 4xx", c)
-                )
+                evidence.append(("error_ratio", c, share, responses))
 
-        if reasons is None:
+        if not evidence:
             return 0.0, None
         score = 1.0 - keep
-        return (0.0 if score < 0.0 else 1.0 if score > 1.0 else score), reasons
+        return (0.0 if score < 0.0 else 1.0 if score > 1.0 else score), evidence
 
     # -- deciding ----------------------------------------------------------------------
 
-    def _assess(self, scope: Mapping[str, Any], now: float) -> _Assessment:
-        """Identify, record and score; pick the class and any action the score forces
-        (``"block"``, ``"challenge"`` or ``"limit"``; None leaves it to the rate limits)."""
+    def _assess(
+        self, scope: Mapping[str, Any], now: float
+    ) -> tuple[Client, str, float, list[_Evidence] | None, str | None]:
+        """Identify, record and score: the client, its class, score and evidence, and any
+        action the score forces (``"block"``, ``"challenge"`` or ``"limit"``; None leaves
+        it to the rate limits)."""
         client = self.identifier.identify(scope)
         ua_kind, ua_match = self._classify(client.user_agent)
         path = scope.get("path") or "/"
@@ -771,17 +825,17 @@ class TrafficShield:
                     ua_kind = _UA_BOT  # not known yet: a declared bot meanwhile
                 elif not st.verified:
                     ua_kind = _UA_FAKE
-            score, reasons = self._score(st, ua_kind, ua_match)
+            score, evidence = self._score(st, ua_kind, ua_match)
             good = ua_kind == _UA_GOOD
             human = st.human_until > now
             action: str | None = None
             if good:
-                reasons = reasons or []
                 how = "verified" if self.verify_bot is not None else "user agent only"
-                reasons.append(Reason("good_bot", f"{ua_match!r} ({how})", 0.0))
+                evidence = evidence or []
+                evidence.append(("good_bot", 0.0, ua_match, how))
             elif human:
-                reasons = reasons or []
-                reasons.append(Reason("marked_human", "vouched for by mark_human()", 0.0))
+                evidence = evidence or []
+                evidence.append(("marked_human", 0.0, None, None))
             elif score >= self.block_score:
                 action = BLOCK
             elif score >= self.limit_score:
@@ -790,7 +844,7 @@ class TrafficShield:
             old = st.level
             if old is not level and _LEVELS[level] != _LEVELS[old]:
                 if self.events:
-                    codes = tuple(r.code for r in reasons or ())
+                    codes = tuple(e[0] for e in evidence or ())
                     event = ClientActionChanged(now, self.name, client.id, old, level, score, codes)
                 st.level = level
         if event is not None:
@@ -803,9 +857,7 @@ class TrafficShield:
             traffic_class = BOT
         else:
             traffic_class = BOT if score >= self.bot_score else HUMAN
-        if reasons is not None and len(reasons) > 1:
-            reasons.sort(key=_by_weight)
-        return _Assessment(client, traffic_class, score, reasons, action)
+        return client, traffic_class, score, evidence, action
 
     def _limits(self, client_id: str, traffic_class: str) -> list[tuple[RateLimit, str, str]]:
         """The rate limits a request goes through: (limit, key, reason code)."""
@@ -824,36 +876,44 @@ class TrafficShield:
         with a store that does I/O. A rate limit that raises is logged and skipped (fail
         open): a store failure never refuses a request nor reaches the caller.
         """
-        a = self._assess(scope, self.clock.now())
-        if a.action is not None:
+        client, traffic_class, score, evidence, action = self._assess(scope, self.clock.now())
+        if action is not None:
             # Evidence lives for two windows: retrying much sooner cannot change the answer.
-            return a.decision(a.action, self.scoring.window_s)
-        if self.per_client is not None or self.per_class:
-            for limit, key, code in self._limits(a.client.id, a.traffic_class):
+            return _decision(action, client, traffic_class, score, evidence, self.scoring.window_s)
+        if self.per_client is not None or self._human_limit is not None or self._bot_limit:
+            for limit, key, code in self._limits(client.id, traffic_class):
                 try:
                     verdict = limit.check(key)
                 except Exception:
                     _log.exception("%s: rate limit %r failed; allowed", self.name, limit.name)
                     continue
                 if not verdict.allowed:
-                    return a.refused(limit, key, code, verdict)
-        return a.decision(ALLOW, 0.0)
+                    evidence = evidence or []
+                    evidence.append((code, 0.0, limit.name, key))
+                    return _decision(
+                        LIMIT, client, traffic_class, score, evidence, verdict.retry_after_s
+                    )
+        return _decision(ALLOW, client, traffic_class, score, evidence, 0.0)
 
     async def adecide(self, scope: Mapping[str, Any]) -> ShieldDecision:
         """:meth:`decide` for asyncio: awaits the rate limits (``acheck``)."""
-        a = self._assess(scope, self.clock.now())
-        if a.action is not None:
-            return a.decision(a.action, self.scoring.window_s)
-        if self.per_client is not None or self.per_class:
-            for limit, key, code in self._limits(a.client.id, a.traffic_class):
+        client, traffic_class, score, evidence, action = self._assess(scope, self.clock.now())
+        if action is not None:
+            return _decision(action, client, traffic_class, score, evidence, self.scoring.window_s)
+        if self.per_client is not None or self._human_limit is not None or self._bot_limit:
+            for limit, key, code in self._limits(client.id, traffic_class):
                 try:
                     verdict = await limit.acheck(key)
                 except Exception:
                     _log.exception("%s: rate limit %r failed; allowed", self.name, limit.name)
                     continue
                 if not verdict.allowed:
-                    return a.refused(limit, key, code, verdict)
-        return a.decision(ALLOW, 0.0)
+                    evidence = evidence or []
+                    evidence.append((code, 0.0, limit.name, key))
+                    return _decision(
+                        LIMIT, client, traffic_class, score, evidence, verdict.retry_after_s
+                    )
+        return _decision(ALLOW, client, traffic_class, score, evidence, 0.0)
 
     # -- feedback ----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ RECOMMENDED_ORDER = (
     "cache",
     "total timeout",
     "retry or hedge",
-    "circuit breaker",
+    "circuit breaker or adaptive throttle",
     "bulkhead, concurrency or rate limit",
     "attempt timeout",
 )
@@ -29,6 +29,10 @@ _RANK = {
     "retry": 3,
     "hedge": 3,
     "circuit_breaker": 4,
+    # Client-side throttling rejects attempts locally, as an open breaker does: inside the
+    # retry (each attempt asks it, and a throttled attempt is not retried), outside the
+    # bulkhead and the attempt timeout (a throttled call takes no slot).
+    "adaptive_throttle": 4,
     "bulkhead": 5,
     "concurrency_limit": 5,
     "rate_limit": 5,
