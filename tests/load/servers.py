@@ -36,17 +36,26 @@ class Server:
         self.free_at = 0.0
         self.with_cookie = 0
         self.paths: list[str] = []
+        self.forwarded: list[str] = []  # X-Forwarded-For of each request ("-": none)
 
     def site(self, head: bytes) -> bytes:
         line = head.split(b"\r\n", 1)[0].decode("latin-1")
         path = line.split(" ")[1]
+        if path == "/clients":
+            body = "\n".join(self.forwarded)
+            return (
+                f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+            ).encode()
         if path == "/stats":
             body = f"{self.requests} {self.with_cookie}\n" + "\n".join(self.paths)
             return (
                 f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}"
             ).encode()
         self.paths.append(path)
-        if b"\r\ncookie: sid=" in head.lower():
+        lowered = head.lower()
+        xff = lowered.split(b"\r\nx-forwarded-for: ", 1)
+        self.forwarded.append(xff[1].split(b"\r\n", 1)[0].decode() if len(xff) == 2 else "-")
+        if b"\r\ncookie: sid=" in lowered:
             self.with_cookie += 1
         n = 0 if path == "/" else int(path.rsplit("/", 1)[1])
         links = "".join(f'<a href="/p/{k}">{k}</a>' for k in (2 * n + 1, 2 * n + 2) if k < 30)

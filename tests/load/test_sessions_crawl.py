@@ -79,3 +79,62 @@ def test_scraper_crawls_breadth_first_from_its_start_page(server: Server) -> Non
     assert paths[:17] == expected
     assert with_cookie == 0
     assert "scraper/crawl" in doc["by_endpoint"]
+
+
+def _forwarded(url: str) -> list[str]:
+    with urllib.request.urlopen(f"{url}/clients", timeout=5) as response:
+        return response.read().decode().split("\n")
+
+
+def test_simulated_clients_send_each_session_from_one_forwarded_address(server: Server) -> None:
+    url = server("site")
+    scenario = parse_scenario(
+        f"""
+        target = "{url}"
+        duration = "3s"
+        seed = 3
+        [[classes]]
+        name = "people"
+        kind = "human"
+        clients = 1000
+          [[classes.stages]]
+          duration = "1s"
+          rate = 10
+          [[classes.stages]]
+          duration = "2s"
+          rate = 0
+          [classes.session]
+          think_time = "10ms"
+          min_requests = 3
+          max_requests = 3
+          [[classes.requests]]
+          path = "/"
+        """
+    )
+    run_load(scenario)
+    seen = _forwarded(url)
+    assert len(seen) == 30
+    assert all(a.startswith("10.0.") for a in seen)
+    # Three requests per session, one address each: 10 sessions, (almost surely) 10
+    # distinct addresses among 1000, each seen exactly three times.
+    counts = {a: seen.count(a) for a in seen}
+    assert len(counts) == 10
+    assert set(counts.values()) == {3}
+
+
+def test_without_clients_no_forwarding_header_is_sent(server: Server) -> None:
+    url = server("site")
+    scenario = parse_scenario(
+        f"""
+        target = "{url}"
+        duration = "1s"
+        [[classes]]
+        name = "bots"
+        kind = "bot"
+        rate = 5
+          [[classes.requests]]
+          path = "/"
+        """
+    )
+    run_load(scenario)
+    assert set(_forwarded(url)) == {"-"}

@@ -224,6 +224,9 @@ CASES = [
     (doc(cls='burst_on = "1s"'), "classes[0].burst_on", "only with arrival = 'bursty'"),
     (doc(cls='arrival = "bursty"\nburst_on = "100us"'), "classes[0].burst_on", ">= 1ms"),
     (doc(cls="max_in_flight = 0"), "classes[0].max_in_flight", "an integer in 1..10000000"),
+    (doc(cls="clients = -1"), "classes[0].clients", "an integer in 0..65536"),
+    (doc(cls="clients = 70000"), "classes[0].clients", "an integer in 0..65536"),
+    (doc(cls='clients = "many"'), "classes[0].clients", "an integer in 0..65536"),
     (
         doc(cls='kind = "bot"', cls_tables="[classes.session]\nthink_time = 1\n"),
         "classes[0].session",

@@ -89,11 +89,12 @@ class _Request:
 
 
 class _Session:
-    __slots__ = ("cookies", "left")
+    __slots__ = ("client", "cookies", "left")
 
-    def __init__(self, left: int) -> None:
+    def __init__(self, left: int, client: str | None) -> None:
         self.left = left
         self.cookies: dict[str, str] = {}
+        self.client = client  # the simulated client address (X-Forwarded-For), if any
 
 
 _HREF = re.compile(rb"""href\s*=\s*["']([^"'#]+)""", re.IGNORECASE)
@@ -107,6 +108,7 @@ class _ClassRun:
         self.spec = spec
         self.timeout_s = spec.timeout_s
         self.max_in_flight = spec.max_in_flight
+        self.clients = spec.clients
         self.rng = random.Random(seed)
         self.picker = RequestPicker(spec, self.rng)
         self.in_flight = 0
@@ -129,14 +131,25 @@ class _ClassRun:
         self._built: dict[tuple[str, str, int, bytes | None], bytes] = {}
         self.worker = worker
 
-    def request_bytes(
+    def client_address(self) -> str | None:
+        """A simulated client address for a new session or request (None: no header)."""
+        if not self.clients:
+            return None
+        i = self.rng.randrange(self.clients)
+        return f"10.{self.index % 256}.{i >> 8}.{i & 255}"
+
+    def request_bytes(  # noqa: PLR0917 - internal, per request
         self,
         method: str,
         path: str,
         headers: dict[str, str],
         body: bytes | None,
         cookies: str | None,
+        client: str | None = None,
     ) -> bytes:
+        if client is not None:
+            headers = {**headers, "X-Forwarded-For": client}
+            return self._build(method, path, headers, body, cookies)
         if cookies is None:
             key = (method, path, id(headers), body)
             built = self._built.get(key)
@@ -319,7 +332,7 @@ class Worker:
         session = cls.spec.session
         if session is not None:
             count = cls.rng.randint(session.min_requests, session.max_requests)
-            self._issue(cls, when, now, _Session(count))
+            self._issue(cls, when, now, _Session(count, cls.client_address()))
         else:
             self._issue(cls, when, now, None)
 
@@ -342,7 +355,10 @@ class Worker:
             session.left -= 1
             if session.cookies:
                 cookies = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
-        data = cls.request_bytes(method, path, headers, body, cookies)
+            client = session.client
+        else:
+            client = cls.client_address() if cls.clients else None
+        data = cls.request_bytes(method, path, headers, body, cookies, client)
         req = _Request(cls.index, ei, data, when, session)
         req.depth = depth
         cls.in_flight += 1

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 KINDS = ("human", "bot")
+MAX_CLIENTS = 65_536  # simulated client addresses per class: 10.<class>.<hi>.<lo>
 ARRIVALS = ("constant", "poisson", "bursty")
 RETRY_MODES = ("none", "immediate", "backoff")
 KEY_KINDS = ("uniform", "zipf", "values")
@@ -393,7 +394,10 @@ class TrafficClass:
     next page of a crawl when ``crawl`` is set (bots only; a crawl class needs no requests).
     ``timeout_s`` is the client timeout of each attempt, ``max_in_flight`` the cap on
     outstanding requests (beyond it arrivals are counted as dropped), ``slo`` threshold
-    expressions scoped to this class."""
+    expressions scoped to this class. ``clients`` > 0 sends each session (each request, in a
+    class without sessions) from one of that many simulated client addresses,
+    ``10.<class number>.<hi>.<lo>``, in an ``X-Forwarded-For`` header: a target that trusts
+    the generator as a proxy then sees a crowd rather than one address (0: no header)."""
 
     name: str
     stages: tuple[Stage, ...]
@@ -406,6 +410,7 @@ class TrafficClass:
     timeout_s: float = 2.0
     retry: RetrySpec = field(default_factory=RetrySpec)
     max_in_flight: int = 10_000
+    clients: int = 0
     session: SessionSpec | None = None
     crawl: CrawlSpec | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -431,6 +436,7 @@ class TrafficClass:
         if not isinstance(self.retry, RetrySpec):
             raise ScenarioError("retry", self.retry, "a RetrySpec")
         check.integer("max_in_flight", self.max_in_flight, minimum=1, maximum=10_000_000)
+        check.integer("clients", self.clients, minimum=0, maximum=MAX_CLIENTS)
         if self.session is not None and not isinstance(self.session, SessionSpec):
             raise ScenarioError("session", self.session, "a SessionSpec or None")
         if self.crawl is not None and not isinstance(self.crawl, CrawlSpec):

@@ -69,6 +69,7 @@ CLASS_KEYS = (
     "timeout",
     "retry",
     "max_in_flight",
+    "clients",
     "session",
     "crawl",
     "headers",
@@ -407,6 +408,7 @@ def _class_kwargs(cls: _Table) -> dict[str, Any]:
             "kind": "kind",
             "arrival": "arrival",
             "max_in_flight": "max_in_flight",
+            "clients": "clients",
             "headers": "headers",
             "user_agent": "user_agent",
         }
