@@ -413,7 +413,12 @@ def _guard(app: Any, dimmer: Any) -> Any:
     from ..asgi import GuardMiddleware, RouteConfig, TrafficShield
     from ..guard import Criticality, RateLimit
 
+    # The demo's load generator plays the load balancer: it is on loopback and says who
+    # each client is in X-Forwarded-For (its scenario gives people thousands of addresses
+    # and the scraper a handful).
     shield = TrafficShield(
+        trusted_proxies=["127.0.0.0/8", "::1"],
+        per_client=RateLimit(rate=20, burst=40, name="per-client"),
         per_class={
             "human": RateLimit(rate=5000, burst=1000, name="people"),
             "bot": RateLimit(rate=30, burst=30, name="bots"),
