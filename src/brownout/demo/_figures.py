@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -74,7 +75,7 @@ def knee_from_ramp(
         p99 = row.get("latency_p99_ms")
         return not _healthy(row, ratio) or (p99 is not None and p99 > slo_ms)
 
-    for a, b in zip(rows, rows[1:], strict=False):
+    for a, b in itertools.pairwise(rows):
         if failing(a) and failing(b):
             return rate_at(float(a["t_s"]))
     return None
