@@ -3,6 +3,8 @@
 
     python3 dev.py demo     the main job (see README: what it runs today)
     python3 dev.py test     format check, lint, type check and the whole test suite
+                            (as root with apt-get, it installs chromium for the report's
+                            browser test when it is missing)
     python3 dev.py bench    the guard benchmarks (full length)
 
 Each command creates ./.venv when it is missing and installs the project with what the
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -41,6 +44,26 @@ def ensure_env() -> None:
     stamp.write_text(digest)
 
 
+def ensure_chromium() -> None:
+    """The report's browser test needs Debian's chromium: install it with apt-get when it is
+    missing, apt-get is there and we are root. Otherwise say so; the test then skips (or
+    fails when CI is set)."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        print("dev.py: chromium is missing; the report's browser test will not run", flush=True)
+        return
+    print("dev.py: installing chromium for the report's browser test", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "-q", "chromium"]
+    if subprocess.run(install, env=env, check=False).returncode:
+        # A fresh container has no package lists yet: fetch them once and try again.
+        subprocess.run([apt, "update", "-q"], env=env, check=False)
+        if subprocess.run(install, env=env, check=False).returncode:
+            print("dev.py: could not install chromium; the browser test will not run", flush=True)
+
+
 def run(*cmd: str) -> None:
     print("dev.py: " + " ".join(cmd), flush=True)
     done = subprocess.run(cmd, cwd=ROOT, check=False)
@@ -61,6 +84,7 @@ def main(argv: list[str]) -> None:
         run(tool("ruff"), "format", "--check", "src", "tests", "benchmarks", "dev.py")
         run(tool("ruff"), "check", "src", "tests", "benchmarks", "dev.py")
         run(tool("mypy"))
+        ensure_chromium()
         run(str(PY), "-m", "pytest", "-q", *rest)
     elif command == "demo":
         # Until `brownout demo` exists (issue 8), the most complete end-to-end run is the

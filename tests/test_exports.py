@@ -17,6 +17,8 @@ PUBLIC_MODULES = [
     "brownout.stores",
     "brownout.asgi",
     "brownout.faults",
+    "brownout.model",
+    "brownout.report",
 ]
 
 

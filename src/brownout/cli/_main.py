@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .._version import __version__
+from ._demo import add_demo_command
 from ._load import add_load_commands, run_command
+from ._predict import add_predict_command
+from ._report import add_report_command
 from ._proxy import add_proxy_command
 
 DESCRIPTION = """\
@@ -37,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"brownout {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    add_demo_command(sub)
     add_load_commands(sub)
+    add_predict_command(sub)
+    add_report_command(sub)
     add_proxy_command(sub)
     return parser
 

@@ -22,11 +22,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DemoPlan", "demo_plan", "scenario_toml"]
+__all__ = ["PEOPLE_REQUESTS", "DemoPlan", "demo_plan", "scenario_toml"]
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 PEOPLE_TIMEOUT_S = 2.0
 SLO_P99_MS = 1000.0  # the knee's latency bound: p99 within 1 s
+
+#: The people's request mix (TOML), shared by the demo's runs and its profiling run.
+PEOPLE_REQUESTS = """  [[classes.requests]]
+  name = "list"
+  path = "/products?page={page}"
+  weight = 3
+  keys.page = 50
+
+  [[classes.requests]]
+  name = "product"
+  path = "/products/{id}"
+  weight = 4
+  keys.id = { kind = "zipf", n = 2000, s = 1.1 }
+
+  [[classes.requests]]
+  name = "recommendations"
+  path = "/products/{id}/recommendations"
+  weight = 2
+  keys.id = { kind = "zipf", n = 2000, s = 1.1 }
+
+  [[classes.requests]]
+  name = "search"
+  path = "/search?q={term}"
+  weight = 1
+  keys.term = ["kettle", "tent", "puzzle", "lamp", "gift", "quiet", "warm"]
+
+  [[classes.requests]]
+  name = "checkout"
+  path = "/checkout"
+  method = "POST"
+  weight = 1
+  json = { product_id = 17, quantity = 1 }
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,37 +141,7 @@ slo = ["p(99) < {SLO_P99_MS:g}ms"]
   duration = "{rest:g}s"
   rate = {p.steady_rps:g}
 
-  [[classes.requests]]
-  name = "list"
-  path = "/products?page={{page}}"
-  weight = 3
-  keys.page = 50
-
-  [[classes.requests]]
-  name = "product"
-  path = "/products/{{id}}"
-  weight = 4
-  keys.id = {{ kind = "zipf", n = 2000, s = 1.1 }}
-
-  [[classes.requests]]
-  name = "recommendations"
-  path = "/products/{{id}}/recommendations"
-  weight = 2
-  keys.id = {{ kind = "zipf", n = 2000, s = 1.1 }}
-
-  [[classes.requests]]
-  name = "search"
-  path = "/search?q={{term}}"
-  weight = 1
-  keys.term = ["kettle", "tent", "puzzle", "lamp", "gift", "quiet", "warm"]
-
-  [[classes.requests]]
-  name = "checkout"
-  path = "/checkout"
-  method = "POST"
-  weight = 1
-  json = {{ product_id = 17, quantity = 1 }}
-
+{PEOPLE_REQUESTS}
 [[classes]]
 name = "scraper"
 kind = "bot"

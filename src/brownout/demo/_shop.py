@@ -43,7 +43,7 @@ __all__ = ["VARIANTS", "create_shop", "database_url"]
 
 VARIANTS = ("naive", "guarded")
 PAGE_SIZE = 20
-INVENTORY_CALL_S = 0.004  # what the synchronous inventory SDK takes per call
+INVENTORY_CALL_S = 0.025  # what the synchronous inventory SDK takes per call (a slow one)
 PAYMENTS_PATH = "/charge"
 
 

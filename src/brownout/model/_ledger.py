@@ -1,0 +1,226 @@
+"""From a probe ledger to a capacity model: the resources a service has, what each request
+of each endpoint uses of them, and the traffic mix.
+
+The ledger is read as JSON data (``docs/ledger.md``); the model never imports the probe.
+Resources, each with the demand one request of endpoint ``e`` puts on it (the ledger's
+per-request means):
+
+=================  ===========  ============================  ================================
+resource           kind         servers                       demand (visits)
+=================  ===========  ============================  ================================
+``loop``           cpu          ``workers`` (default 1)       loop busy time when the loop
+                                                              monitor ran, else CPU time
+``<db>``           db_pool      pool size + max overflow      connection hold time
+                                                              (checkouts per request)
+``threads``        threads      the thread limiter's tokens   thread run time
+``<host>``         client_pool  ``http_connections`` (100,    time in calls to the host
+                                httpx's default)              (calls per request)
+=================  ===========  ============================  ================================
+
+A resource with no demand from any endpoint is left out. Each resource's service-time
+variability (``service_cv2``, used by the Allen-Cunneen correction) comes from the
+ledger's histograms: the visit-weighted mixture of the endpoints' distributions,
+``cv2 = E[S^2] / E[S]^2 - 1``; 1 (exponential) when there is no histogram.
+
+Demands measured under light load are what the model wants; a ledger recorded under
+overload carries queueing inside its hold times.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidConfig
+from ..results import Histogram
+from ._capacity import CapacityModel, Resource
+
+__all__ = ["LedgerModel", "capacity_from_ledger"]
+
+_US = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerModel:
+    """What :func:`capacity_from_ledger` builds: the inputs of :class:`CapacityModel`
+    (and of the simulator), plus ``notes`` on what the ledger could not tell."""
+
+    resources: tuple[Resource, ...]
+    demands_s: dict[str, dict[str, float]]
+    visits: dict[str, dict[str, float]]
+    mix: dict[str, float]
+    notes: tuple[str, ...]
+
+    def model(self, *, arrival_cv2: float = 1.0) -> CapacityModel:
+        return CapacityModel(
+            self.resources, self.demands_s, self.mix, visits=self.visits, arrival_cv2=arrival_cv2
+        )
+
+
+def _demand(ep: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = (ep.get("demands") or {}).get(key) or {}
+    return value if isinstance(value, Mapping) else {}
+
+
+def _mean(ep: Mapping[str, Any], key: str) -> float:
+    value = _demand(ep, key).get("mean")
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
+
+
+def _moments(ep: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    """(mean, second moment) in seconds from a demand's histogram (microseconds)."""
+    text = _demand(ep, key).get("hist")
+    if not isinstance(text, str):
+        return None
+    try:
+        hist = Histogram.decode(text)
+    except ValueError:
+        return None
+    if not hist.count:
+        return None
+    mean = hist.mean * _US
+    std = hist.stddev * _US
+    return mean, std * std + mean * mean
+
+
+def _cv2(parts: list[tuple[float, tuple[float, float] | None]]) -> float:
+    """The squared coefficient of variation of a mixture: ``parts`` are (weight, moments)."""
+    total = sum(w for w, m in parts if m is not None)
+    if not total > 0:
+        return 1.0
+    m1 = sum(w * m[0] for w, m in parts if m is not None) / total
+    m2 = sum(w * m[1] for w, m in parts if m is not None) / total
+    if not m1 > 0:
+        return 1.0
+    return max(m2 / (m1 * m1) - 1.0, 0.0)
+
+
+def capacity_from_ledger(
+    ledger: Mapping[str, Any],
+    *,
+    mix: Mapping[str, float] | None = None,
+    workers: int = 1,
+    http_connections: int = 100,
+) -> LedgerModel:
+    """The capacity model of the service a ledger describes (see the module doc).
+
+    ``mix``: endpoint (``"GET /products/{id}"``) -> weight; default the ledger's request
+    counts. ``workers``: worker processes, each with its own event loop. Raises
+    InvalidConfig naming the field when the ledger has no endpoints or the mix names an
+    endpoint the ledger does not have."""
+    owner = "capacity_from_ledger"
+    endpoints = ledger.get("endpoints") if isinstance(ledger, Mapping) else None
+    if not isinstance(endpoints, Mapping) or not endpoints:
+        raise InvalidConfig(owner, "ledger.endpoints", endpoints, "a ledger with endpoints")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidConfig(owner, "workers", workers, "an integer >= 1")
+    if mix is None:
+        weights = {e: float(ep.get("requests") or 0) for e, ep in endpoints.items()}
+    else:
+        for e in mix:
+            if e not in endpoints:
+                raise InvalidConfig(
+                    owner, "mix", e, "an endpoint of the ledger: " + ", ".join(endpoints)
+                )
+        weights = {e: float(w) for e, w in mix.items()}
+    weights = {e: w for e, w in weights.items() if w > 0}
+    if not weights:
+        raise InvalidConfig(owner, "mix", mix, "at least one endpoint with a weight > 0")
+    notes: list[str] = []
+    capacity = ledger.get("capacity") or {}
+    resources: list[Resource] = []
+    demands: dict[str, dict[str, float]] = {e: {} for e in weights}
+    visits: dict[str, dict[str, float]] = {e: {} for e in weights}
+    total_w = sum(weights.values())
+
+    def add(name: str, kind: str, servers: int, key: str, visit_key: str | None) -> None:
+        parts: list[tuple[float, tuple[float, float] | None]] = []
+        any_demand = False
+        for e, w in weights.items():
+            ep = endpoints[e]
+            d = _mean(ep, key)
+            if d <= 0:
+                continue
+            any_demand = True
+            demands[e][name] = d
+            n = _mean(ep, visit_key) if visit_key else 1.0
+            visits[e][name] = n if n > 0 else 1.0
+            parts.append((w / total_w * visits[e][name], _moments(ep, key)))
+        if any_demand:
+            resources.append(Resource(name, kind, servers, service_cv2=_cv2(parts)))
+
+    # The event loop: the loop monitor's busy time; CPU time when it did not run.
+    loop_key = "loop_busy_s"
+    if not any(_mean(endpoints[e], "loop_steps") > 0 for e in weights):
+        loop_key = "cpu_s"
+        notes.append("no event-loop measurements in the ledger: CPU time stands for loop time")
+    add("loop", "cpu", workers, loop_key, None)
+
+    pools: list[tuple[str, int]] = []
+    for library, by_db in (capacity.get("pools") or {}).items():
+        if not isinstance(by_db, Mapping):
+            continue
+        for db, settings in by_db.items():
+            if not isinstance(settings, Mapping):
+                continue
+            size = settings.get("pool_size", settings.get("max_size"))
+            if isinstance(size, int) and size > 0:
+                overflow = settings.get("max_overflow") or 0
+                overflow = overflow if isinstance(overflow, int) and overflow > 0 else 0
+                pools.append((str(db), size + overflow))
+            else:
+                notes.append(f"{library} pool {db}: no size in the ledger; left out")
+    if pools:
+        if len(pools) > 1:
+            notes.append(
+                f"{len(pools)} pools: the ledger keeps one hold time per request, "
+                f"charged to {pools[0][0]!r}"
+            )
+        add(pools[0][0], "db_pool", pools[0][1], "pool_hold_s", "pool_checkouts")
+    elif any(_mean(endpoints[e], "pool_hold_s") > 0 for e in weights):
+        notes.append("connections were held but the pool size is unknown; pool left out")
+
+    limiter = capacity.get("thread_limiter") or {}
+    tokens = limiter.get("total_tokens") if isinstance(limiter, Mapping) else None
+    add(
+        "threads",
+        "threads",
+        int(tokens) if isinstance(tokens, int | float) and tokens >= 1 else 40,
+        "thread_run_s",
+        None,
+    )
+
+    hosts: set[str] = set()
+    for e in weights:
+        deps = endpoints[e].get("dependencies") or {}
+        if isinstance(deps, Mapping):
+            hosts.update(str(h) for h in deps)
+    for host in sorted(hosts):
+        name = host
+        parts: list[tuple[float, tuple[float, float] | None]] = []
+        for e, w in weights.items():
+            ep = endpoints[e]
+            dep = (ep.get("dependencies") or {}).get(host)
+            requests = float(ep.get("requests") or 0)
+            if not isinstance(dep, Mapping) or not requests:
+                continue
+            time_s = float(dep.get("time_s") or 0.0) / requests
+            calls = float(dep.get("calls") or 0.0) / requests
+            if time_s > 0:
+                demands[e][name] = time_s
+                visits[e][name] = calls if calls > 0 else 1.0
+                parts.append((w / total_w, None))
+        if parts:
+            resources.append(Resource(name, "client_pool", http_connections, service_cv2=1.0))
+
+    if not resources:
+        raise InvalidConfig(owner, "ledger", "no demands", "a ledger with measured demands")
+    return LedgerModel(
+        resources=tuple(resources),
+        demands_s=demands,
+        visits=visits,
+        mix=dict(weights),
+        notes=tuple(notes),
+    )
