@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run brownout from a fresh clone, with nothing but Python 3.11+.
 
-    python3 dev.py demo     the main job (see README: what it runs today)
+    python3 dev.py demo     the main job: brownout demo (extra arguments are passed on)
     python3 dev.py test     format check, lint, type check and the whole test suite
                             (as root with apt-get, it installs chromium for the report's
                             browser test when it is missing)
@@ -87,9 +87,7 @@ def main(argv: list[str]) -> None:
         ensure_chromium()
         run(str(PY), "-m", "pytest", "-q", *rest)
     elif command == "demo":
-        # Until `brownout demo` exists (issue 8), the most complete end-to-end run is the
-        # guard benchmark: every policy around a real call, against its Python peers.
-        run(str(PY), "benchmarks/bench_guard.py", "--quick", *rest)
+        run(str(PY), "-m", "brownout", "demo", *rest)
     else:
         run(str(PY), "benchmarks/bench_guard.py", *rest)
 

@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "brownout.asgi",
     "brownout.faults",
     "brownout.model",
+    "brownout.probe",
     "brownout.report",
 ]
 

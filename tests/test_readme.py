@@ -17,9 +17,17 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:  # what the example
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block_runs(index: int) -> None:
+def test_readme_python_block_runs(
+    index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # examples may write files (a ledger)
     namespace: dict[str, Any] = {"app": _app, "__name__": "readme_example"}
-    exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
+    try:
+        exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
+    finally:  # what an example installs (the probe's hooks) must not leak into other tests
+        for value in namespace.values():
+            if type(value).__name__ == "Probe":
+                value.uninstall()
 
 
 def test_the_readme_has_python_examples() -> None:

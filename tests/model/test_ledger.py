@@ -44,7 +44,9 @@ def test_loop_pool_and_dependency_demands_become_resources() -> None:
         pool_checkouts=demand(2.0),
     )
     b = endpoint(100, loop_busy_s=demand(0.002), loop_steps=demand(2.0))
-    b["dependencies"] = {"127.0.0.1:9001": {"calls": 300, "time_s": 6.0}}
+    b["dependencies"] = {
+        "127.0.0.1:9001": {"requests": 100, "calls": {"total": 300}, "time_s": {"total": 6.0}}
+    }
     lm = capacity_from_ledger(ledger(GET_a=a, GET_b=b))
     kinds = {r.name: (r.kind, r.servers) for r in lm.resources}
     assert kinds == {

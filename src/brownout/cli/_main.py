@@ -9,8 +9,9 @@ from .._version import __version__
 from ._demo import add_demo_command
 from ._load import add_load_commands, run_command
 from ._predict import add_predict_command
-from ._report import add_report_command
+from ._profile import add_profile_command
 from ._proxy import add_proxy_command
+from ._report import add_report_command
 
 DESCRIPTION = """\
 brownout: measure what every request costs, predict where the service saturates,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     add_demo_command(sub)
     add_load_commands(sub)
+    add_profile_command(sub)
     add_predict_command(sub)
     add_report_command(sub)
     add_proxy_command(sub)

@@ -50,13 +50,19 @@ class DemoOptions:
     quick: bool = False
     db: str | None = None
     seed: int = 1
+    run_length_s: float | None = None  # tests shorten the runs further
+    profile_length_s: float | None = None
 
     @property
     def run_s(self) -> float:
+        if self.run_length_s is not None:
+            return self.run_length_s
         return 20.0 if self.quick else 60.0
 
     @property
     def profile_s(self) -> float:
+        if self.profile_length_s is not None:
+            return self.profile_length_s
         return 3.0 if self.quick else 6.0
 
 

@@ -69,6 +69,16 @@ def _mean(ep: Mapping[str, Any], key: str) -> float:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
 
 
+def _total(value: object) -> float:
+    """A dependency figure's total over the endpoint's requests: the ledger keeps a
+    distribution (``{"total": ...}``) per dependency; a plain number is taken as the total."""
+    if isinstance(value, Mapping):
+        value = value.get("total")
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0
+
+
 def _moments(ep: Mapping[str, Any], key: str) -> tuple[float, float] | None:
     """(mean, second moment) in seconds from a demand's histogram (microseconds)."""
     text = _demand(ep, key).get("hist")
@@ -206,8 +216,8 @@ def capacity_from_ledger(
             requests = float(ep.get("requests") or 0)
             if not isinstance(dep, Mapping) or not requests:
                 continue
-            time_s = float(dep.get("time_s") or 0.0) / requests
-            calls = float(dep.get("calls") or 0.0) / requests
+            time_s = _total(dep.get("time_s")) / requests
+            calls = _total(dep.get("calls")) / requests
             if time_s > 0:
                 demands[e][name] = time_s
                 visits[e][name] = calls if calls > 0 else 1.0
