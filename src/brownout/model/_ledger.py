@@ -17,6 +17,12 @@ resource           kind         servers                       demand (visits)
                                 httpx's default)              (calls per request)
 =================  ===========  ============================  ================================
 
+The loop's demand also carries the CPU the process spent outside the requests' own loop
+steps (the server's HTTP parsing and writing, a database driver's threads): with the GIL
+that work takes the loop's turn too. When the ledger has ``capacity.process_cpu`` (the
+process's CPU time over its requests), that CPU per request minus the steps' CPU per
+request is added to every endpoint's loop demand.
+
 A resource with no demand from any endpoint is left out. Each resource's service-time
 variability (``service_cv2``, used by the Allen-Cunneen correction) comes from the
 ledger's histograms: the visit-weighted mixture of the endpoints' distributions,
@@ -107,6 +113,29 @@ def _cv2(parts: list[tuple[float, tuple[float, float] | None]]) -> float:
     return max(m2 / (m1 * m1) - 1.0, 0.0)
 
 
+def _overhead_s(
+    endpoints: Mapping[str, Any], capacity: Mapping[str, Any], notes: list[str]
+) -> float:
+    """Process CPU per request not seen in the requests' own steps (see the module doc)."""
+    process = capacity.get("process_cpu")
+    if not isinstance(process, Mapping):
+        return 0.0
+    cpu_s, n = process.get("cpu_s"), process.get("requests")
+    if not isinstance(cpu_s, int | float) or not isinstance(n, int) or n <= 0:
+        return 0.0
+    total = sum(float(ep.get("requests") or 0) for ep in endpoints.values())
+    steps = sum(_total(_demand(ep, "cpu_s")) for ep in endpoints.values())
+    if not total > 0:
+        return 0.0
+    extra = float(cpu_s) / n - steps / total
+    if extra > 0:
+        notes.append(
+            f"loop demand includes {1000 * extra:.2f} ms per request of process CPU outside "
+            "the requests' own steps"
+        )
+    return max(extra, 0.0)
+
+
 def capacity_from_ledger(
     ledger: Mapping[str, Any],
     *,
@@ -145,7 +174,9 @@ def capacity_from_ledger(
     visits: dict[str, dict[str, float]] = {e: {} for e in weights}
     total_w = sum(weights.values())
 
-    def add(name: str, kind: str, servers: int, key: str, visit_key: str | None) -> None:
+    def add(
+        name: str, kind: str, servers: int, key: str, visit_key: str | None, *, extra: float = 0.0
+    ) -> None:
         parts: list[tuple[float, tuple[float, float] | None]] = []
         any_demand = False
         for e, w in weights.items():
@@ -153,6 +184,7 @@ def capacity_from_ledger(
             d = _mean(ep, key)
             if d <= 0:
                 continue
+            d += extra
             any_demand = True
             demands[e][name] = d
             n = _mean(ep, visit_key) if visit_key else 1.0
@@ -166,7 +198,7 @@ def capacity_from_ledger(
     if not any(_mean(endpoints[e], "loop_steps") > 0 for e in weights):
         loop_key = "cpu_s"
         notes.append("no event-loop measurements in the ledger: CPU time stands for loop time")
-    add("loop", "cpu", workers, loop_key, None)
+    add("loop", "cpu", workers, loop_key, None, extra=_overhead_s(endpoints, capacity, notes))
 
     pools: list[tuple[str, int]] = []
     for library, by_db in (capacity.get("pools") or {}).items():

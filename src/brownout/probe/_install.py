@@ -20,6 +20,7 @@ import functools
 import inspect
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType, TracebackType
 from typing import Any
@@ -103,7 +104,8 @@ class Probe:
     (DB, response, and the HTTP and loop detectors when those modules are present).
     ``processes``: how many worker processes serve the app, for the ledger's capacity
     section (default: ``$WEB_CONCURRENCY`` when set). ``clock``/``wall``: the ledger's
-    clocks. Usable as a context manager that uninstalls on exit.
+    clocks; ``cpu_clock`` the process CPU clock behind the ledger's ``process_cpu`` (None:
+    not measured). Usable as a context manager that uninstalls on exit.
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class Probe:
         max_endpoints: int = 200,
         clock: Clock = monotonic_clock,
         wall: Callable[[], float] = wall_time,
+        cpu_clock: Callable[[], float] | None = time.process_time,
     ) -> None:
         if thresholds is not None and not isinstance(thresholds, ProbeThresholds):
             raise InvalidConfig("Probe", "thresholds", thresholds, "a ProbeThresholds or None")
@@ -133,6 +136,7 @@ class Probe:
             wall=wall,
             max_endpoints=max_endpoints,
             capacity_source=self._capacity,
+            cpu_clock=cpu_clock,
         )
         self._extra: tuple[Detector, ...] = tuple(detectors)
         self._builtin: list[Callable[[RequestCost, ProbeThresholds], Iterable[Finding]]] = [

@@ -555,6 +555,7 @@ class Ledger:
         max_endpoints: int = 200,
         max_findings: int = 1000,
         capacity_source: Callable[[], Mapping[str, object]] | None = None,
+        cpu_clock: Callable[[], float] | None = None,
     ) -> None:
         self.thresholds = thresholds if thresholds is not None else ProbeThresholds()
         self.max_endpoints = v.int_at_least("Ledger", "max_endpoints", max_endpoints, 1)
@@ -569,6 +570,14 @@ class Ledger:
         self._findings: dict[tuple[str, str, str], MergedFinding] = {}
         self.dropped_findings = 0
         self._lock = threading.RLock()
+        # The process's CPU time between the first and the latest request booked: with the
+        # GIL, CPU spent outside the requests' own loop steps (the server's HTTP work, a
+        # driver's threads) still takes the loop's turn; the capacity model spreads it over
+        # the requests. None: not measured (a ledger read from a file).
+        self._cpu_clock = cpu_clock
+        self._cpu_first: float | None = None
+        self._cpu_last = 0.0
+        self._cpu_requests = 0
 
     def __repr__(self) -> str:
         return (
@@ -589,7 +598,14 @@ class Ledger:
         cross-request findings (``cache_candidate``) this request completed."""
         now = self._clock.now() - self._start
         endpoint = cost.endpoint
+        cpu = self._cpu_clock() if self._cpu_clock is not None else None
         with self._lock:
+            if cpu is not None:
+                if self._cpu_first is None:
+                    self._cpu_first = cpu
+                else:
+                    self._cpu_requests += 1
+                self._cpu_last = cpu
             stats = self.endpoints.get(endpoint)
             if stats is None:
                 if len(self.endpoints) >= self.max_endpoints:
@@ -654,6 +670,11 @@ class Ledger:
         capacity: dict[str, object] = dict(self.capacity)
         if self.capacity_source is not None:
             capacity.update(self.capacity_source())
+        if self._cpu_first is not None and self._cpu_requests:
+            capacity["process_cpu"] = {
+                "cpu_s": round(self._cpu_last - self._cpu_first, 6),
+                "requests": self._cpu_requests,
+            }
         findings = [f.to_dict() for f in self.findings()]
         with self._lock:
             endpoints = {name: s.to_dict() for name, s in sorted(self.endpoints.items())}

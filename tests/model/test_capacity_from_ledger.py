@@ -114,3 +114,16 @@ def test_bad_input_names_the_field(data: Any, kwargs: dict[str, Any], field: str
 def test_a_ledger_with_no_demand_at_all_is_refused() -> None:
     with pytest.raises(InvalidConfig, match="measured demands"):
         capacity_from_ledger(ledger(GET_a=endpoint(5)))
+
+
+def test_process_cpu_outside_the_steps_is_added_to_the_loop() -> None:
+    a = endpoint(100, loop_busy_s=demand(0.010), loop_steps=demand(4.0), cpu_s=demand(0.008))
+    a["demands"]["cpu_s"]["total"] = 0.8  # 100 requests x 8 ms
+    doc = ledger(GET_a=a)
+    doc["capacity"]["process_cpu"] = {"cpu_s": 1.188, "requests": 99}  # 12 ms per request
+    lm = capacity_from_ledger(doc)
+    # 12 ms of process CPU per request, 8 ms of it in the steps: 4 ms more on the loop.
+    assert lm.demands_s["GET a"]["loop"] == pytest.approx(0.014)
+    assert any("4.00 ms per request" in n for n in lm.notes)
+    doc["capacity"]["process_cpu"] = {"cpu_s": 0.5, "requests": 99}  # less than the steps
+    assert capacity_from_ledger(doc).demands_s["GET a"]["loop"] == pytest.approx(0.010)
