@@ -138,7 +138,7 @@ def test_n_plus_one_app(shop: str, probes: list[Probe], seen: Seen) -> None:
     assert finding.key == "select stars from reviews where product_id = ?"
     assert finding.evidence["calls"] == 20
     site = str(finding.evidence["site"])
-    assert site.startswith("tests/probe/test_middleware.py:")
+    assert site.startswith("tests/probe/test_probe_middleware.py:")
     assert site.endswith("in products")
 
 
