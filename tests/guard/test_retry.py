@@ -278,6 +278,15 @@ def test_backoff_stays_within_its_formula(jitter: str) -> None:
         previous = wait
 
 
+@pytest.mark.parametrize("jitter", ["full", "equal", "none"])
+def test_backoff_of_a_very_late_retry_is_the_cap(jitter: str) -> None:
+    # 2.0 ** 1024 overflows a float: the wait must still be the cap, not an OverflowError.
+    retry = Retry(base_s=0.1, multiplier=2.0, cap_s=3.0, jitter=jitter, seed=1)
+    for k in (1025, 5000, 10**6):
+        wait = retry.backoff_s(k, 3.0)
+        assert (wait == 3.0) if jitter == "none" else (0.0 <= wait <= 3.0)
+
+
 def test_full_jitter_is_uniform_over_its_range() -> None:
     retry = Retry(base_s=1.0, cap_s=100.0, jitter="full", seed=42)
     waits = [retry.backoff_s(3, 0.0) for _ in range(20000)]  # range [0, 4]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -143,7 +144,11 @@ class Retry(Policy):
         if self.jitter == "decorrelated":
             upper = max(base, 3 * (previous_s if previous_s > 0 else base))
             return min(cap, rng.uniform(base, upper))
-        exp = min(cap, base * self.multiplier ** min(retry - 1, 1024))
+        try:
+            grown = base * self.multiplier ** (retry - 1)
+        except OverflowError:  # a float power past 1.8e308: far above any cap
+            grown = math.inf
+        exp = min(cap, grown)
         if self.jitter == "full":
             return rng.uniform(0, exp)
         if self.jitter == "equal":
