@@ -1,4 +1,4 @@
-"""The model: capacity prediction from formulas, and (soon) a simulator of the real policies.
+"""The model: capacity prediction from formulas, and a simulator that runs the real policies.
 
 - Queueing formulas (:mod:`._queueing`): operational laws, M/M/c (Erlang C, waits and their
   tails), Kingman and Allen-Cunneen, exact MVA for closed networks.
@@ -7,6 +7,10 @@
   per-endpoint demands and the mix -> utilization, the first resource to saturate, latency
   and timeout probability vs rate, knees, warnings; :func:`capacity_from_ledger` builds
   one from a probe ledger.
+- The simulator (:func:`simulate`, :func:`replicate`, :class:`Simulation`): a topology
+  (:func:`load_topology`) of stations, pools and dependencies, open-model clients with
+  timeouts and retries, scheduled faults, and the real guard policies driven in virtual
+  time (:class:`VirtualClock`).
 """
 
 from ._capacity import RESOURCE_KINDS as RESOURCE_KINDS
@@ -35,25 +39,77 @@ from ._queueing import mva as mva
 from ._queueing import mva_schweitzer as mva_schweitzer
 from ._queueing import service_demand as service_demand
 from ._queueing import utilization_law as utilization_law
+from ._sim import ARRIVAL_PROCESSES as ARRIVAL_PROCESSES
+from ._sim import Client as Client
+from ._sim import Fault as Fault
+from ._sim import Simulation as Simulation
+from ._sim import replicate as replicate
+from ._sim import simulate as simulate
+from ._sim_engine import OUTCOME_NAMES as OUTCOME_NAMES
+from ._sim_engine import VirtualClock as VirtualClock
+from ._sim_result import CallStats as CallStats
+from ._sim_result import ClassStats as ClassStats
+from ._sim_result import Estimate as Estimate
+from ._sim_result import LatencySummary as LatencySummary
+from ._sim_result import Replications as Replications
+from ._sim_result import SimResult as SimResult
+from ._sim_result import StationStats as StationStats
+from ._sim_result import TimelineRow as TimelineRow
+from ._topology import DISCIPLINES as DISCIPLINES
+from ._topology import DISTRIBUTIONS as DISTRIBUTIONS
+from ._topology import POLICY_KINDS as POLICY_KINDS
+from ._topology import Call as Call
+from ._topology import Endpoint as Endpoint
+from ._topology import PolicySpec as PolicySpec
+from ._topology import ServiceTime as ServiceTime
+from ._topology import Station as Station
+from ._topology import Topology as Topology
+from ._topology import Work as Work
+from ._topology import load_topology as load_topology
+from ._topology import parse_topology as parse_topology
 from ._usl import UslFit as UslFit
 from ._usl import fit_usl as fit_usl
 from ._usl import usl_throughput_rps as usl_throughput_rps
 
 __all__ = [
+    "ARRIVAL_PROCESSES",
+    "DISCIPLINES",
+    "DISTRIBUTIONS",
+    "OUTCOME_NAMES",
+    "POLICY_KINDS",
     "RESOURCE_KINDS",
     "BottleneckBounds",
+    "Call",
+    "CallStats",
     "CapacityModel",
     "CapacityPrediction",
+    "ClassStats",
+    "Client",
+    "Endpoint",
     "EndpointLatency",
+    "Estimate",
+    "Fault",
+    "LatencySummary",
     "LedgerModel",
     "MMcQueue",
     "MvaPoint",
     "MvaResult",
+    "PolicySpec",
     "RatePrediction",
+    "Replications",
     "Resource",
     "ResourceLoad",
     "ServiceCenter",
+    "ServiceTime",
+    "SimResult",
+    "Simulation",
+    "Station",
+    "StationStats",
+    "TimelineRow",
+    "Topology",
     "UslFit",
+    "VirtualClock",
+    "Work",
     "allen_cunneen_wait_s",
     "bottleneck_bounds",
     "capacity_from_ledger",
@@ -63,10 +119,14 @@ __all__ = [
     "forced_flow",
     "kingman_wait_s",
     "littles_law",
+    "load_topology",
     "mva",
     "mva_schweitzer",
+    "parse_topology",
     "predict_capacity",
+    "replicate",
     "service_demand",
+    "simulate",
     "usl_throughput_rps",
     "utilization_law",
 ]

@@ -614,6 +614,14 @@ def _proxies(top: _Table) -> tuple[ProxySpec, ...]:
 
 
 def _parse(text: object, source: str | None, default_name: str) -> Scenario:
+    return parse_toml_document(text, source, lambda doc: _scenario(doc, default_name))
+
+
+def parse_toml_document(
+    text: object, source: str | None, build: Callable[[dict[str, Any]], T]
+) -> T:
+    """``build`` applied to the TOML document in ``text``; every :class:`ScenarioError`
+    (bad TOML, or from ``build``) names ``source`` (a file) when it is given."""
     try:
         if not isinstance(text, str):
             raise ScenarioError("text", type(text).__name__, "a str holding TOML")
@@ -627,7 +635,7 @@ def _parse(text: object, source: str | None, default_name: str) -> Scenario:
             raise ScenarioError(
                 "toml", None, "valid TOML", message="not valid TOML: nested too deeply"
             ) from None
-        return _scenario(doc, default_name)
+        return build(doc)
     except ScenarioError as err:
         if source is None:
             raise
@@ -651,19 +659,24 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read and parse the scenario file at ``path`` (UTF-8 TOML); its name defaults to
     the file's stem."""
     where = os.fspath(path)
+    return _parse(read_text_file(where, "scenario"), where, Path(where).stem or "scenario")
+
+
+def read_text_file(where: str, what: str) -> str:
+    """The UTF-8 text of the file at ``where``; a :class:`ScenarioError` naming the file
+    when it cannot be read or is not UTF-8 (``what`` names the kind of file expected)."""
     try:
         data = Path(where).read_bytes()
     except OSError as exc:
         raise ScenarioError(
             "file",
             where,
-            "a readable scenario file",
+            f"a readable {what} file",
             problem=f"cannot be read ({exc.strerror or exc})",
         ) from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ScenarioError(
             "file", where, "a UTF-8 text file", problem=f"is not UTF-8 (byte {exc.start})"
         ) from None
-    return _parse(text, where, Path(where).stem or "scenario")
