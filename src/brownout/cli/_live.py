@@ -86,10 +86,12 @@ def summary_table(doc: dict[str, Any]) -> str:
     for name, sec in doc.get("by_endpoint", {}).items():
         line(f"  {name}", sec)
     lag = doc["summary"].get("send_lag_ms") or {}
-    lines.append(
-        f"send lag p99 {_ms(lag.get('p99'))} ms, max {_ms(lag.get('max'))} ms "
-        "(the generator's own delay; large values mean the generator, not the target, was behind)"
-    )
+    if doc.get("kind") != "sim":  # a simulated client is never late
+        lines.append(
+            f"send lag p99 {_ms(lag.get('p99'))} ms, max {_ms(lag.get('max'))} ms "
+            "(the generator's own delay; large values mean the generator, not the target, "
+            "was behind)"
+        )
     for t in doc.get("thresholds", []):
         scope = "".join(f" [{k}={t[k]}]" for k in ("class", "endpoint") if t.get(k))
         verdict = "PASS" if t.get("passed") else "FAIL"

@@ -12,6 +12,7 @@ from ._predict import add_predict_command
 from ._profile import add_profile_command
 from ._proxy import add_proxy_command
 from ._report import add_report_command
+from ._sim import add_sim_command
 
 DESCRIPTION = """\
 brownout: measure what every request costs, predict where the service saturates,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_load_commands(sub)
     add_profile_command(sub)
     add_predict_command(sub)
+    add_sim_command(sub)
     add_report_command(sub)
     add_proxy_command(sub)
     return parser

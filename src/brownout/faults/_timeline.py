@@ -46,19 +46,7 @@ class _Entry:
         name = f"brownout-{index}-{spec.kind}"
         self.runtime = fault_from_spec(spec, name)
         self.state = 0  # 0 planned, 1 active, 2 over
-        self.record: dict[str, Any] = {
-            "index": index,
-            "name": name,
-            "target": spec.target,
-            "kind": spec.kind,
-            "layer": spec.layer,
-            "params": dict(spec.params),
-            "at_s": spec.at_s,
-            "duration_s": spec.duration_s,
-            "started_s": None,
-            "ended_s": None,
-            "errors": [],
-        }
+        self.record: dict[str, Any] = spec.record(index)
 
 
 class FaultTimeline:

@@ -35,6 +35,7 @@ overload carries queueing inside its hold times.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from typing import Any
 from ..errors import InvalidConfig
 from ..results import Histogram
 from ._capacity import CapacityModel, Resource
+from ._topology import Call, Endpoint, ServiceTime, Station, Topology, Work
 
 __all__ = ["LedgerModel", "capacity_from_ledger"]
 
@@ -63,6 +65,29 @@ class LedgerModel:
         return CapacityModel(
             self.resources, self.demands_s, self.mix, visits=self.visits, arrival_cv2=arrival_cv2
         )
+
+    def topology(
+        self,
+        routes: Mapping[str, str] | None = None,
+        *,
+        names: Mapping[str, str] | None = None,
+    ) -> Topology:
+        """The same service as a simulator :class:`Topology`, for cascades no formula gives.
+
+        An async service: a request is a visit to station ``app`` (unbounded: one task per
+        request) whose endpoint, named after the ledger's (``GET /products/{id}`` ->
+        ``get-products-id``), calls in turn: ``loop`` (``workers`` servers; the loop demand,
+        one visit, as the capacity model counts it), the database through its pool (each
+        checkout holds a connection for the mean hold time), ``threads``, and each HTTP
+        dependency through its client pool (each call takes the mean time per call). Service
+        times are lognormal with each resource's measured variability (exponential when it is
+        unknown); calls have no timeout and no retry, as the ledger cannot tell them.
+
+        ``routes`` maps the traffic class or request names of a scenario to ledger endpoints
+        (default: each endpoint's own station name); ``names`` renames resources (a host
+        ``"127.0.0.1:9001"`` -> ``"payments"``, so a scenario's faults on the proxy named
+        ``payments`` hit it)."""
+        return _ledger_topology(self, routes or {}, names or {})
 
 
 def _demand(ep: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -266,3 +291,59 @@ def capacity_from_ledger(
         mix=dict(weights),
         notes=tuple(notes),
     )
+
+
+def _slug(text: str) -> str:
+    """A topology name for a ledger name: ``GET /products/{id}`` -> ``get-products-id``."""
+    out = re.sub(r"[^A-Za-z0-9_]+", "-", text).strip("-").lower()[:64].strip("-")
+    return out or "x"
+
+
+def _service(mean_s: float, cv2: float) -> ServiceTime:
+    if abs(cv2 - 1.0) < 1e-9:
+        return ServiceTime.exponential(mean_s)
+    return ServiceTime.lognormal(mean_s, math.sqrt(max(cv2, 0.0)))
+
+
+def _ledger_topology(
+    lm: LedgerModel, routes: Mapping[str, str], names: Mapping[str, str]
+) -> Topology:
+    slugs: dict[str, str] = {}
+    for e in lm.demands_s:
+        slug = _slug(e)
+        while slug in slugs.values():
+            slug = (slug[:60] + "-" + str(len(slugs)))[:64]
+        slugs[e] = slug
+    stations: list[Station] = []
+    app_steps: dict[str, list[Work | Call]] = {e: [] for e in lm.demands_s}
+    for res in lm.resources:
+        name = _slug(names.get(res.name, res.name))
+        endpoints: dict[str, Endpoint] = {}
+        pool: str | None = None
+        if res.kind in ("db_pool", "client_pool"):
+            pool = _slug(f"{name}-pool")
+            stations.append(Station(name=pool, servers=res.servers))
+        for e, by_res in lm.demands_s.items():
+            demand = by_res.get(res.name, 0.0)
+            if demand <= 0:
+                continue
+            n = lm.visits.get(e, {}).get(res.name, 1.0) if pool is not None else 1.0
+            calls = max(1, round(n))
+            work = _service(demand / calls, res.service_cv2)
+            endpoints[slugs[e]] = Endpoint(steps=(Work(work),))
+            app_steps[e].extend(Call(target=f"{name}.{slugs[e]}", pool=pool) for _ in range(calls))
+        servers = None if pool is not None else res.servers
+        stations.append(Station(name=name, servers=servers, endpoints=endpoints))
+    app = Station(
+        name="app",
+        servers=None,
+        endpoints={slugs[e]: Endpoint(steps=tuple(steps)) for e, steps in app_steps.items()},
+    )
+    table = {slugs[e]: f"app.{slugs[e]}" for e in lm.demands_s}
+    for key, e in routes.items():
+        if e not in slugs:
+            raise InvalidConfig(
+                "LedgerModel.topology", f"routes[{key!r}]", e, "an endpoint of the ledger"
+            )
+        table[key] = f"app.{slugs[e]}"
+    return Topology(stations=(app, *stations), routes=table)

@@ -47,6 +47,7 @@ import gc
 import itertools
 import math
 import random
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -82,6 +83,7 @@ from ._topology import CALL_OUTCOMES, Call, PolicySpec, Topology, Work
 __all__ = ["ARRIVAL_PROCESSES", "Client", "Fault", "Simulation", "replicate", "simulate"]
 
 ARRIVAL_PROCESSES = ("poisson", "constant")
+FAULT_ANSWERS = ("error", "rejected")
 _CLIENT_POLICY_KINDS = (
     "circuit_breaker",
     "adaptive_throttle",
@@ -188,9 +190,12 @@ class Client:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fault:
     """From ``at_s`` for ``duration_s`` seconds, station ``station`` works
-    ``latency_factor`` times slower (every work step), fails visits with probability
-    ``error_rate`` (when above its endpoints' own), and runs ``servers`` servers when given
-    (a capacity drop: running visits finish, no new ones start beyond the new count)."""
+    ``latency_factor`` times slower and ``added_s`` seconds longer (every work step takes
+    ``factor * s + added_s``; a factor of 0 skips the work, as when a proxy answers for it), fails visits with probability ``error_rate`` (when above its
+    endpoints' own; a failed visit answers ``answer``: ``"error"``, a 500, or
+    ``"rejected"``, a 503), and runs ``servers`` servers when given (a capacity drop:
+    running visits finish, no new ones start beyond the new count). ``added_s`` may be
+    ``math.inf``: the station never answers (a black hole; callers time out)."""
 
     station: str
     at_s: float
@@ -198,15 +203,19 @@ class Fault:
     latency_factor: float = 1.0
     error_rate: float = 0.0
     servers: int | None = None
+    added_s: float = 0.0
+    answer: str = "error"
 
     def __post_init__(self) -> None:
         owner = "Fault"
         v.non_negative(owner, "at_s", self.at_s)
         v.positive(owner, "duration_s", self.duration_s, finite=False)
-        v.positive(owner, "latency_factor", self.latency_factor)
+        v.non_negative(owner, "latency_factor", self.latency_factor)
         v.ratio(owner, "error_rate", self.error_rate)
         if self.servers is not None:
             v.int_at_least(owner, "servers", self.servers, 1)
+        v.non_negative(owner, "added_s", self.added_s, finite=False)
+        v.one_of(owner, "answer", self.answer, FAULT_ANSWERS)
 
 
 def _arrival_times(client: Client, rng: random.Random) -> Iterator[float]:
@@ -272,7 +281,8 @@ class Simulation:
     ``seed`` seeds every random stream; ``interval_s`` is the timeline's interval;
     statistics count from ``warmup_s`` on; ``faults`` change stations for a while;
     ``record_events=True`` keeps every event the guard policies emit (breaker transitions,
-    rejections...) in ``SimResult.events``. ``policies`` holds the real policy objects by
+    rejections...) in ``SimResult.events``; ``trace=True`` keeps every client request and
+    attempt (end time, duration, outcome) for :func:`results_document`. ``policies`` holds the real policy objects by
     name (topology policies, and ``"<client>.<kind>"`` / ``"<client>.retry"`` for client
     ones) and ``clock`` the virtual clock they read.
     """
@@ -287,6 +297,7 @@ class Simulation:
         warmup_s: float = 0.0,
         faults: Sequence[Fault] = (),
         record_events: bool = False,
+        trace: bool = False,
     ) -> None:
         owner = "Simulation"
         if not isinstance(topology, Topology):
@@ -312,6 +323,7 @@ class Simulation:
             topology.station(f.station)
         self._check_fault_overlap()
         self._ran = False
+        self.traced = bool(trace)
         self._events: list[Any] = []
         engine = self._engine = _Engine()
         engine.interval_s = self.interval_s
@@ -406,7 +418,7 @@ class Simulation:
                     )
                 targets = [(ref, 1.0)]
             calls = []
-            for ref, _ in targets:
+            for slot, (ref, _) in enumerate(targets):
                 st_spec, ep_name, _ep = topo.endpoint(ref, owner="Client", arg="target")
                 call = _CallRT(
                     f"client {client.name} -> {st_spec.name}.{ep_name}",
@@ -417,6 +429,9 @@ class Simulation:
                 for policy_spec in client.policies:
                     kind = policy_spec.kind
                     self._attach(call, kind, self.policies[f"{client.name}.{kind}"])
+                call.slot = slot
+                if self.traced:
+                    call.trace = array("d")
                 calls.append(call)
                 engine.calls.append(call)
             seed = derive_seed(self.seed, f"arrivals/{client.name}")
@@ -425,17 +440,12 @@ class Simulation:
             else:
                 times = _arrival_times(client, random.Random(seed))
             pick = random.Random(derive_seed(self.seed, f"mix/{client.name}")).random
-            engine.classes.append(
-                _ClassRT(
-                    client.name,
-                    index,
-                    calls,
-                    [w for _, w in targets],
-                    times,
-                    client.timeout_s,
-                    pick,
-                )
+            cls = _ClassRT(
+                client.name, index, calls, [w for _, w in targets], times, client.timeout_s, pick
             )
+            if self.traced:
+                cls.trace = array("d")
+            engine.classes.append(cls)
 
     def _compile_call(self, label: str, spec: Call) -> _CallRT:
         topo = self.topology
@@ -524,14 +534,13 @@ class Simulation:
             engine.at(self.warmup_s, engine.reset_stats, None)
         for f in self.faults:
             st = self._stations[f.station]
-            engine.at(
-                f.at_s, engine.set_fault, (st, f.latency_factor, f.error_rate, f.servers or -1)
-            )
+            answer = ERROR if f.answer == "error" else REJECTED
+            change = (st, f.latency_factor, f.error_rate, f.servers or -1, f.added_s, answer)
+            engine.at(f.at_s, engine.set_fault, change)
             end = f.at_s + f.duration_s
             if end < duration_s:
-                engine.at(
-                    end, engine.set_fault, (st, 1.0, 0.0, st.base_servers if f.servers else -1)
-                )
+                restore = (st, 1.0, 0.0, st.base_servers if f.servers else -1, 0.0, ERROR)
+                engine.at(end, engine.set_fault, restore)
         # The run allocates a few objects per request, none in reference cycles; the cyclic
         # collector would only walk them (7% of the time on the three-tier benchmark), so it
         # pauses for the run and resumes after (collecting any cycle a policy made).
@@ -614,7 +623,6 @@ class Simulation:
 
     @staticmethod
     def _class_stats(name: str, group: Sequence[_ClassRT], window: float, end: float) -> ClassStats:
-        from array import array
 
         offered = sum(c.offered for c in group)
         done = [sum(c.done[o] for c in group) for o in range(5)]
@@ -652,7 +660,7 @@ class Simulation:
         previous: tuple[int, ...] = (0,) * 10
         names = [st.name for st in self._engine.stations]
         clip = self._engine.clip
-        for t, counts, stations in self._engine.ticks:
+        for t, counts, stations, _ in self._engine.ticks:
             if clip and t <= clip:
                 previous = (0,) * 10  # the counters restart at the warm-up end
                 continue

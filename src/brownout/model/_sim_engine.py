@@ -209,7 +209,9 @@ class _StationRT:
         "dropped",
         "dropped_running",
         "endpoints",
+        "err",
         "expired",
+        "extra",
         "factor",
         "interval_s",
         "lifo",
@@ -263,7 +265,9 @@ class _StationRT:
         self.serving = False
         self.nonempty_since = 0.0
         self.scan_at = _INF
-        self.factor = 1.0
+        self.factor = 1.0  # a fault's slowdown: work steps take factor * s + extra
+        self.extra = 0.0
+        self.err = ERROR  # what an error draw answers (a fault may make it a 503, REJECTED)
         self.endpoints: list[_EndpointRT] = []
         self.reset(0.0)
 
@@ -353,10 +357,12 @@ class _CallRT:
         "retries",
         "retry",
         "retryable",
+        "slot",
         "target",
         "throttle",
         "throttle_accepts",
         "timeout",
+        "trace",
         "ttl_s",
         "wheel",
     )
@@ -364,6 +370,8 @@ class _CallRT:
     def __init__(self, label: str, target: _EndpointRT, timeout_s: float | None) -> None:
         self.label = label
         self.target = target
+        self.slot = 0  # a client call: its index in the class's calls
+        self.trace: array[float] | None = None  # a traced client call: its attempts
         self.timeout = _INF if timeout_s is None else timeout_s
         self.wheel = None if timeout_s is None else _Wheel()
         self.retry: Any = None
@@ -396,6 +404,8 @@ class _CallRT:
         self.cache_hits = 0
         self.cache_misses = 0
         self.cache_joined = 0
+        if self.trace is not None:
+            self.trace = array("d")
 
 
 class _ClassRT:
@@ -417,6 +427,7 @@ class _ClassRT:
         "sum_start",
         "timeout",
         "times",
+        "trace",
         "wheel",
     )
 
@@ -445,6 +456,7 @@ class _ClassRT:
         self.offered = 0
         self.done = [0, 0, 0, 0, 0]
         self.in0 = 0
+        self.trace: array[float] | None = None  # when traced: (end, latency, outcome, slot)*
         # A single call without retry or policies (a timeout is fine): the request is the
         # visit itself, its timeout in the call's wheel.
         only = calls[0]
@@ -471,6 +483,8 @@ class _ClassRT:
         self.done = [0, 0, 0, 0, 0]
         self.good = 0
         self.lat = array("d")
+        if self.trace is not None:
+            self.trace = array("d")
         self.sum_start = inside * at
         self.sum_end = 0.0
 
@@ -502,7 +516,10 @@ class _Engine:
         self.classes: list[_ClassRT] = []
         self.stations: list[_StationRT] = []
         self.calls: list[_CallRT] = []
-        self.ticks: list[tuple[float, tuple[int, ...], tuple[tuple[int, int], ...]]] = []
+        # (time, overall counts, (busy, queued) per station, offered per class)
+        self.ticks: list[
+            tuple[float, tuple[int, ...], tuple[tuple[int, int], ...], tuple[int, ...]]
+        ] = []
         self.interval_s = 1.0
         self.ticks_done = 0
         self.end = 0.0
@@ -570,7 +587,7 @@ class _Engine:
                     st.started += 1
                     st.sum_start += now
                     v.i = 1
-                    s = first() * st.factor
+                    s = first() * st.factor + st.extra
                     heappush(self.heap, (now + s, self.seq(), self.on_advance, v))
                     return
             self.arrive(v)
@@ -612,6 +629,9 @@ class _Engine:
         if outcome == OK and latency <= cls.timeout:
             cls.good += 1
         cls.sum_end += now
+        trace = cls.trace
+        if trace is not None:  # a direct request: its only call is slot 0
+            trace.extend((now, latency, outcome, 0.0))
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -691,7 +711,8 @@ class _Engine:
                 st.sum_start += now
                 child.i = 1
                 heappush(
-                    self.heap, (now + ep.first() * st.factor, self.seq(), self.on_advance, child)
+                    self.heap,
+                    (now + ep.first() * st.factor + st.extra, self.seq(), self.on_advance, child),
                 )
                 return
         else:
@@ -744,6 +765,9 @@ class _Engine:
         """The attempt in flight of ``v``'s call ended with ``outcome``."""
         c = v.call
         now = self.now
+        trace = c.trace
+        if trace is not None:  # a traced client call: (end, duration, retry, slot)
+            trace.extend((now, now - v.sent, v.tries > 1, c.slot))
         if c.guarded:
             if c.breaker_only:  # settle(), inlined for the commonest guard
                 c.breaker.record(v.permit, now, now - v.sent, c.breaker_failed[outcome])
@@ -813,6 +837,9 @@ class _Engine:
             if outcome == OK and latency <= cls.timeout:
                 cls.good += 1
             cls.sum_end += now
+            trace = cls.trace
+            if trace is not None:
+                trace.extend((now, latency, outcome, c.slot))
         elif outcome != OK and c.fail:
             v.failed = REJECTED if outcome >= REJECTED else ERROR
             self.finish(v)
@@ -857,10 +884,10 @@ class _Engine:
                 continue
             work = ep.single
             if work is not None:
-                s = work() * st.factor
+                s = work() * st.factor + st.extra
                 heappush(self.heap, (now + s, self.seq(), self.on_finish, v))
             elif ep.first is not None:
-                s = ep.first() * st.factor
+                s = ep.first() * st.factor + st.extra
                 v.i = 1
                 heappush(self.heap, (now + s, self.seq(), self.on_advance, v))
             else:
@@ -928,10 +955,10 @@ class _Engine:
                 continue
             work = ep.single
             if work is not None:
-                s = work() * st.factor
+                s = work() * st.factor + st.extra
                 heappush(self.heap, (now + s, self.seq(), self.on_finish, v))
             elif ep.first is not None:
-                s = ep.first() * st.factor
+                s = ep.first() * st.factor + st.extra
                 v.i = 1
                 heappush(self.heap, (now + s, self.seq(), self.on_advance, v))
             else:
@@ -992,7 +1019,7 @@ class _Engine:
                 else:
                     self.call_start(v, step)
             else:
-                s = step() * st.factor
+                s = step() * st.factor + st.extra
                 heappush(self.heap, (self.now + s, self.seq(), self.on_advance, v))
             return
         self.finish(v)
@@ -1006,7 +1033,7 @@ class _Engine:
         if outcome == OK:
             rate = v.ep.error_rate
             if rate and st.rand() < rate:
-                outcome = ERROR
+                outcome = st.err
         q = st.queue
         if q and st.simple and not st.serving and q[0].ep.single is not None and q[0].ep.st is st:
             # serve(), inlined for a plain FIFO queue whose oldest visit does one step. The
@@ -1015,7 +1042,7 @@ class _Engine:
             w = q.popleft()
             st.waits.append(now - w.enq)
             st.started += 1
-            s = w.ep.single() * st.factor  # type: ignore[misc]
+            s = w.ep.single() * st.factor + st.extra  # type: ignore[misc]
             heappush(self.heap, (now + s, self.seq(), self.on_finish, w))
         else:
             st.busy -= 1
@@ -1038,6 +1065,9 @@ class _Engine:
             cls.done[outcome] += 1  # attempt: an OK came within the timeout, so is goodput)
             cls.lat.append(now - v.born)
             cls.sum_end += now
+            trace = cls.trace
+            if trace is not None:
+                trace.extend((now, now - v.born, outcome, 0.0))
 
     # -- time-driven bookkeeping ---------------------------------------------------------
 
@@ -1061,7 +1091,8 @@ class _Engine:
                     counts[8] += c.retries
             counts[9] += cls.in_system
         stations = tuple((st.busy, len(st.queue)) for st in self.stations)
-        self.ticks.append((self.now, tuple(counts), stations))
+        offered = tuple(cls.offered for cls in self.classes)
+        self.ticks.append((self.now, tuple(counts), stations, offered))
         if self.now < self.end:
             self.ticks_done += 1  # the next boundary, as a multiple (no drift from sums)
             self.at(min((self.ticks_done + 1) * self.interval_s, self.end), self.tick, None)
@@ -1077,10 +1108,14 @@ class _Engine:
         for c in self.calls:
             c.reset()
 
-    def set_fault(self, change: tuple[_StationRT, float, float, int]) -> None:
-        """Apply a fault's settings to a station (``servers`` < 0: unchanged)."""
-        st, factor, error_rate, servers = change
+    def set_fault(self, change: tuple[_StationRT, float, float, int, float, int]) -> None:
+        """Apply a fault's settings to a station (``servers`` < 0: unchanged): the latency
+        factor, the error rate, the servers, the latency added to each work step and the
+        outcome of an error draw."""
+        st, factor, error_rate, servers, extra, err = change
         st.factor = factor
+        st.extra = extra
+        st.err = err
         for ep in st.endpoints:
             ep.error_rate = max(ep.base_error_rate, error_rate)
         if servers >= 0:

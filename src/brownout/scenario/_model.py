@@ -382,6 +382,23 @@ class FaultSpec:
         """``"http"`` for HTTP faults, ``"tcp"`` for Toxiproxy's."""
         return "http" if self.kind in HTTP_FAULTS else "tcp"
 
+    def record(self, index: int) -> dict[str, Any]:
+        """The results document's record of this fault, number ``index`` of the timeline
+        (``started_s`` / ``ended_s`` None until the run fills them in)."""
+        return {
+            "index": index,
+            "name": f"brownout-{index}-{self.kind}",
+            "target": self.target,
+            "kind": self.kind,
+            "layer": self.layer,
+            "params": dict(self.params),
+            "at_s": self.at_s,
+            "duration_s": self.duration_s,
+            "started_s": None,
+            "ended_s": None,
+            "errors": [],
+        }
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrafficClass:
