@@ -31,24 +31,24 @@ def test_stations_pools_calls_and_routes() -> None:
     assert set(st) == {
         "app",
         "loop",
-        "sqlite-shop-db-pool",
-        "sqlite-shop-db",
+        "db-pool",
+        "db",
         "payments-pool",
         "payments",
     }
     assert st["app"].servers is None
     assert st["loop"].servers == 1
-    assert st["sqlite-shop-db-pool"].servers == 10  # pool size + overflow
+    assert st["db-pool"].servers == 10  # pool size + overflow
     assert st["payments-pool"].servers == 100
     steps = st["app"].endpoints["get-a"].steps
     # loop once, then two checkouts of 10 ms each (20 ms held per request over 2 checkouts)
     assert [s.target for s in steps] == [
         "loop.get-a",
-        "sqlite-shop-db.get-a",
-        "sqlite-shop-db.get-a",
+        "db.get-a",
+        "db.get-a",
     ]
-    assert all(s.pool == "sqlite-shop-db-pool" for s in steps[1:])
-    assert st["sqlite-shop-db"].endpoints["get-a"].steps[0].service.mean_s == pytest.approx(0.010)
+    assert all(s.pool == "db-pool" for s in steps[1:])
+    assert st["db"].endpoints["get-a"].steps[0].service.mean_s == pytest.approx(0.010)
     # three payments calls of 20 ms each per request of GET b
     calls = [s for s in st["app"].endpoints["get-b"].steps if s.target.startswith("payments")]
     assert len(calls) == 3

@@ -27,13 +27,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._child import ChildProcess
 from ..errors import BrownoutError
 from . import _figures as fig
 from ._scenario import SLO_P99_MS, DemoPlan, demo_plan, scenario_toml
 from ._shop import database_url
+
+if TYPE_CHECKING:
+    from ..model import LedgerModel
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
@@ -201,9 +204,19 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> DemoResult:
         result.files["ledger"] = ledger_path
 
         # 2. Predict (and simulate) from the ledger.
-        knee, prediction = _predict(ledger, result)
+        knee, prediction, lm = _predict(ledger, result)
         plan = demo_plan(knee, options.run_s)
         sim_doc: dict[str, Any] | None = None
+        if lm is not None:
+            say("simulating the scenario against a model of the naive shop built from the ledger")
+            sim_doc = _simulate(lm, plan, payments, api, options.seed, result)
+        if sim_doc is not None:
+            predicted = figures(sim_doc, plan)
+            predicted["sim_knee_rps"] = predicted.pop("knee_rps")
+            prediction.update(predicted)
+            path = out / "sim.json"
+            _write_json(path, sim_doc)
+            result.files["sim"] = path
 
         # 3. The scenario against each build.
         docs: dict[str, dict[str, Any]] = {}
@@ -268,9 +281,21 @@ DEMO_MIX = {
 }
 
 
-def _predict(ledger: dict[str, Any], result: DemoResult) -> tuple[float, dict[str, Any]]:
-    """The predicted knee and capacity figures from the ledger; the default knee (and a
-    note) when the model cannot give one."""
+#: The scenario's request names -> the probe's endpoint names.
+REQUEST_ENDPOINTS = {
+    "list": "GET /products",
+    "product": "GET /products/{product_id}",
+    "recommendations": "GET /products/{product_id}/recommendations",
+    "search": "GET /search",
+    "checkout": "POST /checkout",
+}
+
+
+def _predict(
+    ledger: dict[str, Any], result: DemoResult
+) -> tuple[float, dict[str, Any], LedgerModel | None]:
+    """The predicted knee and capacity figures from the ledger, and the ledger's model; the
+    default knee (and a note) when the model cannot give one."""
     from ..errors import InvalidConfig
     from ..model import capacity_from_ledger
 
@@ -289,7 +314,7 @@ def _predict(ledger: dict[str, Any], result: DemoResult) -> tuple[float, dict[st
         result.notes.append(
             f"no capacity prediction ({exc}); the scenario assumes {DEFAULT_KNEE_RPS:g} req/s"
         )
-        return DEFAULT_KNEE_RPS, prediction
+        return DEFAULT_KNEE_RPS, prediction, None
     result.notes.extend(lm.notes)
     prediction.update(
         knee_rps=knee,
@@ -301,8 +326,43 @@ def _predict(ledger: dict[str, Any], result: DemoResult) -> tuple[float, dict[st
         result.notes.append(
             f"the model predicts no knee; the scenario assumes {DEFAULT_KNEE_RPS:g} req/s"
         )
-        return DEFAULT_KNEE_RPS, prediction
-    return knee, prediction
+        return DEFAULT_KNEE_RPS, prediction, lm
+    return knee, prediction, lm
+
+
+def _simulate(  # noqa: PLR0917 - internal
+    lm: LedgerModel,
+    plan: DemoPlan,
+    payments: str,
+    api: str,
+    seed: int,
+    result: DemoResult,
+) -> dict[str, Any] | None:
+    """The scenario in the simulator, against the topology the ledger gives (the payments
+    host named ``payments`` so the scenario's faults reach it); None, with a note, when the
+    ledger cannot give one."""
+    from ..errors import InvalidConfig, ScenarioError
+    from ..model._scenario_sim import simulate_scenario
+    from ..scenario import parse_scenario
+
+    listen = payments.split("//", 1)[1]
+    hosts = {r.name for r in lm.resources if r.kind == "client_pool"}
+    names = {h: "payments" for h in hosts if listen in h}
+    routes = {k: e for k, e in REQUEST_ENDPOINTS.items() if e in lm.demands_s}
+    try:
+        topology = lm.topology(routes, names=names)
+        scenario = parse_scenario(
+            scenario_toml(plan, target="http://127.0.0.1:1", proxy_api=api, seed=seed)
+        )
+        if not names:  # the ledger saw no payments call: no station for the faults
+            import dataclasses
+
+            scenario = dataclasses.replace(scenario, faults=())
+            result.notes.append("the ledger has no payments calls: the simulation has no faults")
+        return simulate_scenario(scenario, topology, seed=seed)
+    except (InvalidConfig, ScenarioError) as exc:
+        result.notes.append(f"no simulation ({exc})")
+        return None
 
 
 def _finite(value: Any) -> Any:

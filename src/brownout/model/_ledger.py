@@ -77,7 +77,7 @@ class LedgerModel:
         An async service: a request is a visit to station ``app`` (unbounded: one task per
         request) whose endpoint, named after the ledger's (``GET /products/{id}`` ->
         ``get-products-id``), calls in turn: ``loop`` (``workers`` servers; the loop demand,
-        one visit, as the capacity model counts it), the database through its pool (each
+        one visit, as the capacity model counts it), ``db`` through ``db-pool`` (each
         checkout holds a connection for the mean hold time), ``threads``, and each HTTP
         dependency through its client pool (each call takes the mean time per call). Service
         times are lognormal with each resource's measured variability (exponential when it is
@@ -317,11 +317,14 @@ def _ledger_topology(
     stations: list[Station] = []
     app_steps: dict[str, list[Work | Call]] = {e: [] for e in lm.demands_s}
     for res in lm.resources:
-        name = _slug(names.get(res.name, res.name))
+        # The one pool the model charges is "db"; a host keeps its name (58 characters at
+        # most, so that "<name>-pool" is a name too).
+        default = "db" if res.kind == "db_pool" else res.name
+        name = _slug(names.get(res.name, default))[:58].strip("-") or "x"
         endpoints: dict[str, Endpoint] = {}
         pool: str | None = None
         if res.kind in ("db_pool", "client_pool"):
-            pool = _slug(f"{name}-pool")
+            pool = f"{name}-pool"
             stations.append(Station(name=pool, servers=res.servers))
         for e, by_res in lm.demands_s.items():
             demand = by_res.get(res.name, 0.0)
