@@ -54,8 +54,10 @@ class Payments(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
-def shop(variant: str, tmp_path: Path, payments: Payments, **kw: Any) -> Any:
-    url = database_url(None, str(tmp_path / f"{variant}.db"))
+def shop(
+    variant: str, tmp_path: Path, payments: Payments, *, db: str | None = None, **kw: Any
+) -> Any:
+    url = database_url(db, str(tmp_path / f"{variant}.db"))
     return create_shop(
         variant,
         db_url=url,
@@ -86,11 +88,20 @@ READS = [
 ]
 
 
-def test_both_builds_serve_the_same_answers(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest) -> str | None:
+    """The shop's database: SQLite in the test's folder, or the PostgreSQL the machine runs
+    (``--db URL`` in the demo; required in CI)."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_both_builds_serve_the_same_answers(tmp_path: Path, db: str | None) -> None:
     async def main() -> None:
         answers: dict[str, list[Any]] = {}
         for variant in ("naive", "guarded"):
-            async with client(shop(variant, tmp_path, Payments())) as c:
+            async with client(shop(variant, tmp_path, Payments(), db=db)) as c:
                 for path in READS:
                     r = await c.get(path)
                     assert r.status_code == 200, (variant, path, r.text)

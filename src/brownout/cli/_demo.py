@@ -67,6 +67,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     rows = [
         ("people goodput", "people_goodput_ratio", "%", 1),
         ("people p99", "p99_ms", " ms", 0),
+        ("shed (429/503)", "shed", "", 0),
         ("recovery after payments", "recovery_s", " s", 1),
         ("knee", "knee_rps", " req/s", 0),
     ]

@@ -261,15 +261,13 @@ def create_shop(
             same = (
                 await conn.execute(select(products).where(products.c.category == row.category))
             ).all()
-            ratings = dict(
-                (
-                    await conn.execute(
-                        select(reviews.c.product_id, func.avg(reviews.c.rating)).group_by(
-                            reviews.c.product_id
-                        )
-                    )
-                ).all()
+            averages = await conn.execute(
+                select(reviews.c.product_id, func.avg(reviews.c.rating)).group_by(
+                    reviews.c.product_id
+                )
             )
+            # float(): PostgreSQL's avg() is a NUMERIC (a Decimal), SQLite's a float.
+            ratings = {pid: float(avg) for pid, avg in averages.all()}
         mine = _trigrams(row.description)
         scored = []
         for other in same:
