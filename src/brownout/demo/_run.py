@@ -170,7 +170,30 @@ def _environment(
         api = stack.start(ProxyProcess([spec]))
         say(f"payments on {payments}, through brownout proxy on {listen} (API {api})")
         db_url = database_url(options.db, str(options.out_dir / "shop.db"))
+        if options.db is not None:
+            _check_database(db_url, options.db)
         yield stack, db_url, f"http://{listen}", api
+
+
+def _check_database(url: str, given: str) -> None:
+    """Connect once, so an unreachable database is one clear line, not a shop that exits."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def probe() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with asyncio.timeout(5.0), engine.connect():
+                pass
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BrownoutError(f"--db={given!r}: cannot connect to the database ({reason})") from None
 
 
 def _shop(stack: _Stack, variant: str, db_url: str, payments: str, *extra: str) -> ChildProcess:
