@@ -96,11 +96,6 @@ def test_duration_that_cuts_a_fault_is_refused(capsys: pytest.CaptureFixture[str
         (["--topology", "{topo}", "--replications", "0"], "--replications"),
         (["--topology", "{topo}", "--duration", "0s"], "--duration"),
         (["--topology", "{topo}", "--out", "/nonexistent/dir/x.json"], "--out"),
-        (["--topology", "{topo}", "--sweep-loads", "0.5"], "--sweep-station"),
-        (
-            ["--topology", "{topo}", "--sweep-loads", "x", "--sweep-station", "web"],
-            "--sweep-loads",
-        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
