@@ -364,3 +364,20 @@ def test_the_cyclic_collector_is_paused_only_during_the_run() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("queue_timeout_s", [None, 1000.0])
+def test_a_capacity_drop_below_the_busy_count_takes_effect(queue_timeout_s: float | None) -> None:
+    # 4 servers, 40 ms each, 60 requests/s: about 2.4 busy. From 2 s, one server: as the
+    # running visits end, no new one starts beyond 1 (the FIFO fast path must check too).
+    kwargs = {} if queue_timeout_s is None else {"queue_timeout_s": queue_timeout_s}
+    topo = one_station(servers=4, service=det(0.04), **kwargs)
+    client = Client(name="c", rate=60.0, arrival="constant", target="s")
+    fault = Fault(station="s", at_s=2.0, duration_s=10.0, servers=1)
+    r = simulate(topo, client, 8.0, faults=[fault], interval_s=0.5)
+    busy = [row.stations["s"][0] for row in r.timeline if row.t_s >= 2.5]
+    assert busy
+    assert max(busy) == 1
+    # One server at 25/s against 60/s offered: the queue grows by 35/s.
+    queued = [row.stations["s"][1] for row in r.timeline if row.t_s >= 2.5]
+    assert queued[-1] - queued[0] == pytest.approx(35 * (len(queued) - 1) * 0.5, abs=3)

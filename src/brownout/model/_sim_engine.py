@@ -1035,7 +1035,14 @@ class _Engine:
             if rate and st.rand() < rate:
                 outcome = st.err
         q = st.queue
-        if q and st.simple and not st.serving and q[0].ep.single is not None and q[0].ep.st is st:
+        if (
+            q
+            and st.simple
+            and not st.serving
+            and st.busy <= st.servers  # not above a fault's lowered server count
+            and q[0].ep.single is not None
+            and q[0].ep.st is st
+        ):
             # serve(), inlined for a plain FIFO queue whose oldest visit does one step. The
             # freed server goes straight to it: the busy count and the area sums (one exit
             # and one entry at the same time) are unchanged.
