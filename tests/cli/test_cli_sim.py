@@ -80,6 +80,26 @@ def test_same_seed_same_file_other_seed_other_figures(tmp_path: Path) -> None:
     assert len(short["timeline"]) == 30
 
 
+def test_sweep_draws_a_phase_diagram(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = tmp_path / "small.toml"
+    scenario.write_text(SMALL)
+    out = tmp_path / "phase.json"
+    args = ["sim", str(scenario), "--topology", str(EXAMPLES / "topology.toml")]
+    sweep = ["--sweep-loads", "0.5,40", "--sweep-station", "web", "--sweep-factors", "20"]
+    code = main([*args, *sweep, "--sweep-durations", "5s", "--workers", "2", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "trigger duration 5 s" in printed
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "sim_sweep"
+    assert doc["loads"] == [0.5, 40.0]
+    light, heavy = doc["cells"]
+    # 50 req/s on 16 workers: a 20x slowdown for 5 s passes; 4,000 req/s never was healthy.
+    assert light["regime"] in ("stable", "recovers")
+    assert heavy["regime"] == "metastable"
+    assert heavy["goodput_before"] < 0.9
+
+
 def test_duration_that_cuts_a_fault_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["sim", str(EXAMPLES / "scenario.toml"), "--topology", str(EXAMPLES / "topology.toml")]
     assert main([*args, "--duration", "95s"]) == 2
@@ -96,6 +116,15 @@ def test_duration_that_cuts_a_fault_is_refused(capsys: pytest.CaptureFixture[str
         (["--topology", "{topo}", "--replications", "0"], "--replications"),
         (["--topology", "{topo}", "--duration", "0s"], "--duration"),
         (["--topology", "{topo}", "--out", "/nonexistent/dir/x.json"], "--out"),
+        (["--topology", "{topo}", "--sweep-loads", "0.5"], "--sweep-station"),
+        (
+            ["--topology", "{topo}", "--sweep-loads", "x", "--sweep-station", "web"],
+            "--sweep-loads",
+        ),
+        (
+            ["--topology", "{topo}", "--sweep-loads", "1", "--sweep-station", "nope"],
+            "trigger_station",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -8,12 +8,17 @@ summary table ``brownout load`` prints, and writes the same results JSON (``kind
 ``--out``), which ``brownout report`` shows beside measured runs.
 
 ``--replications N`` runs N seeds and prints the 95% confidence interval of the headline
-figures.
+figures. ``--sweep-loads`` instead draws a phase diagram: for each load (a multiple of the
+scenario's rates), trigger size and trigger duration (a slowdown, or a capacity drop, of
+``--sweep-station`` at ``--sweep-at``), whether the system stays healthy, recovers (and
+how fast) or stays stuck after the trigger ends (metastable), in parallel over the cores;
+the scenario's own faults are left out of a sweep (the trigger replaces them).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from ..units import parse_duration
@@ -41,7 +46,43 @@ def add_sim_command(sub: Any) -> None:
     p.add_argument("--replications", type=int, default=1, help="independent runs (1)")
     p.add_argument("--out", default=None, metavar="PATH", help="write the results JSON")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    g = p.add_argument_group("phase diagram (metastability sweep)")
+    g.add_argument("--sweep-loads", default=None, help="rate multiples, e.g. 0.5,0.7,0.9")
+    g.add_argument("--sweep-station", default=None, help="the station the trigger hits")
+    g.add_argument("--sweep-factors", default="2,5,10", help="trigger sizes (2,5,10)")
+    g.add_argument("--sweep-durations", default="2s,10s", help="trigger durations (2s,10s)")
+    g.add_argument(
+        "--sweep-kind",
+        default="latency",
+        choices=("latency", "capacity"),
+        help="latency: work takes FACTOR x longer; capacity: servers / FACTOR (latency)",
+    )
+    g.add_argument("--sweep-at", default=None, help="trigger start (default: a quarter in)")
+    g.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
     p.set_defaults(handler=run_sim_command)
+
+
+def _floats(flag: str, text: str) -> list[float]:
+    out = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = -1.0
+        if not value > 0 or value == float("inf"):
+            raise CommandError(f"{flag}: {part!r} is not allowed; give numbers > 0 such as 0.5,1,2")
+        out.append(value)
+    return out
+
+
+def _durations(flag: str, text: str) -> list[float]:
+    out = []
+    for part in text.split(","):
+        value = parse_duration(part.strip(), field=flag)
+        if value <= 0:
+            raise CommandError(f"{flag}: {part!r} must be > 0, for example 2s,10s")
+        out.append(value)
+    return out
 
 
 def _inputs(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -67,6 +108,8 @@ def _inputs(args: argparse.Namespace) -> tuple[Any, Any]:
 def run_sim_command(args: argparse.Namespace) -> int:
     _check_writable("--out", args.out)
     scenario, topology = _inputs(args)
+    if args.sweep_loads is not None:
+        return _sweep(args, scenario, topology)
     from ..model._scenario_sim import simulate_scenario
     from ..results import write_results
     from ._live import summary_table
@@ -113,3 +156,52 @@ def replications_table(section: dict[str, Any]) -> str:
                 f"  {label:<22} {e['mean'] * k:>12,.3f}  [{e['low'] * k:,.3f} .. {e['high'] * k:,.3f}]"
             )
     return "\n".join(lines)
+
+
+def _sweep(args: argparse.Namespace, scenario: Any, topology: Any) -> int:
+    from functools import partial
+
+    if args.sweep_station is None:
+        raise CommandError("--sweep-station is required with --sweep-loads: name a station")
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise CommandError(f"--workers={args.workers} must be between 1 and 64")
+    loads = _floats("--sweep-loads", args.sweep_loads)
+    factors = _floats("--sweep-factors", args.sweep_factors)
+    durations = _durations("--sweep-durations", args.sweep_durations)
+    at = (
+        parse_duration(args.sweep_at, field="--sweep-at")
+        if args.sweep_at is not None
+        else scenario.duration_s / 4
+    )
+    from ..model import phase_diagram
+
+    make = partial(_clients_only, scenario, topology)
+    diagram = phase_diagram(
+        topology,
+        make,
+        loads=loads,
+        trigger_station=args.sweep_station,
+        trigger_factors=factors,
+        trigger_durations=durations,
+        trigger_at_s=at,
+        duration_s=scenario.duration_s,
+        seed=scenario.seed if args.seed is None else args.seed,
+        workers=args.workers,
+        interval_s=scenario.interval_s,
+        trigger_kind=args.sweep_kind,
+    )
+    if not args.quiet:
+        print(diagram.format_table())
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump({"kind": "sim_sweep", **diagram.to_dict()}, fh, indent=1)
+            fh.write("\n")
+        if not args.quiet:
+            print(f"phase diagram: {args.out}")
+    return 0
+
+
+def _clients_only(scenario: Any, topology: Any, load: float) -> Any:
+    from ..model._scenario_sim import sim_clients
+
+    return sim_clients(scenario, topology, load)[0]

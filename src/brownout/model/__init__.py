@@ -55,6 +55,9 @@ from ._sim_result import Replications as Replications
 from ._sim_result import SimResult as SimResult
 from ._sim_result import StationStats as StationStats
 from ._sim_result import TimelineRow as TimelineRow
+from ._sweep import PhaseCell as PhaseCell
+from ._sweep import PhaseDiagram as PhaseDiagram
+from ._sweep import phase_diagram as phase_diagram
 from ._topology import DISCIPLINES as DISCIPLINES
 from ._topology import DISTRIBUTIONS as DISTRIBUTIONS
 from ._topology import POLICY_KINDS as POLICY_KINDS
@@ -94,6 +97,8 @@ __all__ = [
     "MMcQueue",
     "MvaPoint",
     "MvaResult",
+    "PhaseCell",
+    "PhaseDiagram",
     "PolicySpec",
     "RatePrediction",
     "Replications",
@@ -123,6 +128,7 @@ __all__ = [
     "mva",
     "mva_schweitzer",
     "parse_topology",
+    "phase_diagram",
     "predict_capacity",
     "replicate",
     "service_demand",
