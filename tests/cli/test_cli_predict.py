@@ -61,6 +61,23 @@ def test_a_mix_changes_the_answer(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "first to saturate: loop at 250.0 req/s" in capsys.readouterr().out
 
 
+def test_a_topology_sets_the_capacity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Twice the connections and two workers: the pool saturates at 20 / 57.5 ms = 347.8/s,
+    # the loops at 2 / 3.5 ms = 571.4/s. Stations the ledger has no resource for are ignored.
+    topo = tmp_path / "t.toml"
+    topo.write_text(
+        "[stations.loop]\nservers = 2\nservice = '1ms'\n"
+        "[stations.web]\nservers = 64\nservice = '1ms'\n"
+        "[pools.db-pool]\nsize = 20\n"
+    )
+    assert main(["predict", str(_ledger(tmp_path)), "--topology", str(topo)]) == 0
+    text = capsys.readouterr().out
+    assert "shop has 20 servers" in text
+    assert "loop has 2 servers" in text
+    assert "first to saturate: shop at 347.8 req/s" in text
+    assert "571.4 req/s" in text
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -69,6 +86,7 @@ def test_a_mix_changes_the_answer(tmp_path: Path, capsys: pytest.CaptureFixture[
         (["predict", "{ledger}", "--mix", "GET /nope=1"], "mix"),
         (["predict", "{ledger}", "--rate", "-5"], "--rate"),
         (["predict", "{ledger}", "--slo", "soon"], "--slo"),
+        (["predict", "{ledger}", "--topology", "missing.toml"], "missing.toml"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -35,6 +35,13 @@ def add_predict_command(sub: Any) -> None:
     p.add_argument(
         "--mix", default=None, help="'GET /a=3,POST /b=1' (default: the ledger's request counts)"
     )
+    p.add_argument(
+        "--topology",
+        default=None,
+        metavar="FILE",
+        help="capacity settings (workers, pool sizes...) in place of the probe's: stations "
+        "and pools named loop, db-pool, threads, <host>-pool",
+    )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the prediction")
     p.set_defaults(handler=run_predict_command)
 
@@ -81,6 +88,11 @@ def run_predict_command(args: argparse.Namespace) -> int:
     mix = _parse_mix(args.mix) if args.mix else None
     try:
         lm = capacity_from_ledger(ledger, mix=mix, workers=args.workers)
+        changed: dict[str, int] = {}
+        if args.topology is not None:
+            from ..model import load_topology
+
+            lm, changed = lm.with_capacity(load_topology(args.topology))
         model = lm.model()
         sat = model.saturation_rps
         rates = (
@@ -99,6 +111,10 @@ def run_predict_command(args: argparse.Namespace) -> int:
         )
     except InvalidConfig as exc:
         raise CommandError(f"{args.ledger}: {exc}") from None
+    for name, servers in changed.items():
+        print(f"capacity from {args.topology}: {name} has {servers} servers")
+    if changed:
+        print()
     print(f"{'resource':40s}{'kind':>12s}{'servers':>9s}{'demand/req':>12s}{'saturates at':>18s}")
     for r in lm.resources:
         per = model.demand_per_request_s(r.name)

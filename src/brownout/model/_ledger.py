@@ -34,6 +34,7 @@ overload carries queueing inside its hold times.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -65,6 +66,34 @@ class LedgerModel:
         return CapacityModel(
             self.resources, self.demands_s, self.mix, visits=self.visits, arrival_cv2=arrival_cv2
         )
+
+    def with_capacity(self, topology: Topology) -> tuple[LedgerModel, dict[str, int]]:
+        """This model with the servers ``topology`` gives its resources in place of what the
+        probe recorded, and which it changed (resource name -> servers).
+
+        A resource takes the server count of the topology's station or pool named after it
+        as :meth:`topology` names them: ``loop`` (worker processes), ``db-pool`` (or the
+        database's own name, or ``db``) for the connection pool, ``threads``, and
+        ``<host>-pool`` for an HTTP client pool (``127-0-0-1-9001-pool``). Stations with
+        no such counterpart, or with unlimited servers, change nothing."""
+        by_name = {st.name: st.servers for st in topology.stations}
+        changed: dict[str, int] = {}
+        resources = []
+        for res in self.resources:
+            slug = _slug(res.name)
+            candidates = {
+                "cpu": ["loop"],
+                "db_pool": ["db-pool", slug, "db"],
+                "threads": ["threads"],
+                "client_pool": [f"{slug[:58].strip('-')}-pool", slug],
+            }.get(res.kind, [slug])
+            servers = next((by_name[c] for c in candidates if by_name.get(c) is not None), None)
+            if servers is not None and servers != res.servers:
+                changed[res.name] = servers
+                resources.append(dataclasses.replace(res, servers=servers))
+            else:
+                resources.append(res)
+        return dataclasses.replace(self, resources=tuple(resources)), changed
 
     def topology(
         self,
