@@ -200,3 +200,21 @@ def test_unknown_variant_and_database_url_are_refused() -> None:
     with pytest.raises(InvalidConfig, match="db"):
         database_url("mysql://x", "/tmp/x.db")
     assert database_url("postgresql://u@h:5432/d", "x").startswith("postgresql+asyncpg://")
+
+
+def test_a_catalogue_of_another_size_is_replaced(tmp_path: Path, db: str | None) -> None:
+    # The demo (2,000 products) and these tests (200) may share one PostgreSQL database:
+    # each run must get the catalogue it asked for, and the same one twice.
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from brownout.demo._catalogue import metadata, seed
+
+    async def main() -> list[int]:
+        engine = create_async_engine(database_url(db, str(tmp_path / "c.db")))
+        md = metadata()
+        try:
+            return [await seed(engine, md, n_products=n) for n in (50, 50, 120, 50)]
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(main()) == [50, 50, 120, 50]

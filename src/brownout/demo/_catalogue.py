@@ -39,6 +39,13 @@ _REVIEW = (
 )  # fmt: skip
 
 
+# Table names of their own: the demo may run in a database that holds other tables
+# (``--db``), and it rewrites these freely.
+PRODUCTS = "brownout_demo_products"
+REVIEWS = "brownout_demo_reviews"
+ORDERS = "brownout_demo_orders"
+
+
 def metadata() -> Any:
     """The schema (SQLAlchemy Core tables), built on demand so importing the demo does not
     import SQLAlchemy."""
@@ -46,7 +53,7 @@ def metadata() -> Any:
 
     md = MetaData()
     Table(
-        "products",
+        PRODUCTS,
         md,
         Column("id", Integer, primary_key=True),
         Column("name", String(120), nullable=False),
@@ -55,15 +62,15 @@ def metadata() -> Any:
         Column("description", Text, nullable=False),
     )
     Table(
-        "reviews",
+        REVIEWS,
         md,
         Column("id", Integer, primary_key=True),
-        Column("product_id", Integer, ForeignKey("products.id"), nullable=False, index=True),
+        Column("product_id", Integer, ForeignKey(f"{PRODUCTS}.id"), nullable=False, index=True),
         Column("rating", Integer, nullable=False),
         Column("body", Text, nullable=False),
     )
     Table(
-        "orders",
+        ORDERS,
         md,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("product_id", Integer, nullable=False),
@@ -75,15 +82,15 @@ def metadata() -> Any:
 
 
 def products(md: Any) -> Any:
-    return md.tables["products"]
+    return md.tables[PRODUCTS]
 
 
 def reviews(md: Any) -> Any:
-    return md.tables["reviews"]
+    return md.tables[REVIEWS]
 
 
 def orders(md: Any) -> Any:
-    return md.tables["orders"]
+    return md.tables[ORDERS]
 
 
 def rows(
@@ -119,16 +126,20 @@ def rows(
 
 
 async def seed(engine: Any, md: Any, *, seed: int = 7, n_products: int = 2000) -> int:
-    """Create the tables and fill an empty catalogue; returns the number of products.
-    A catalogue already there is kept (the orders of an earlier run are cleared)."""
+    """Create the tables and fill the catalogue; returns the number of products. A
+    catalogue of ``n_products`` already there is kept (it is the same for the same seed);
+    one of another size is replaced. The orders of an earlier run are cleared."""
     from sqlalchemy import func, select
 
     async with engine.begin() as conn:
         await conn.run_sync(md.create_all)
         count = (await conn.execute(select(func.count()).select_from(products(md)))).scalar_one()
         await conn.execute(orders(md).delete())
-        if count:
+        if count == n_products:
             return int(count)
+        if count:  # another run's catalogue (another size): start again
+            await conn.execute(reviews(md).delete())
+            await conn.execute(products(md).delete())
         prods, revs = rows(seed=seed, n_products=n_products)
         await conn.execute(products(md).insert(), prods)
         if revs:
