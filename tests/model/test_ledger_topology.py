@@ -78,3 +78,19 @@ def test_the_simulated_service_saturates_where_the_formulas_say() -> None:
     light = Simulation(topo, [Client(name="c", rate=5.0, mix=mix)], seed=2).run(400.0)
     expected = 0.75 * (0.010 + 0.020) + 0.25 * (0.002 + 0.060)
     assert light.overall.mean_response_s == pytest.approx(expected, rel=0.1)
+
+
+def test_measured_distributions_become_empirical_service_times() -> None:
+    # Loop time per request: 90% at 2 ms, 10% at 20 ms (mean 3.8 ms), from the histogram.
+    values = [0.002] * 90 + [0.020] * 10
+    a = endpoint(100, loop_busy_s=demand(0.0038, values), loop_steps=demand(2.0))
+    lm = capacity_from_ledger(ledger(GET_a=a))
+    service = lm.topology().station("loop").endpoints["get-a"].steps[0].service
+    assert service.kind == "empirical"
+    assert sum(service.values_s) / len(service.values_s) == pytest.approx(0.0038, rel=1e-9)
+    assert min(service.values_s) == pytest.approx(0.002, rel=0.01)
+    assert max(service.values_s) == pytest.approx(0.020, rel=0.01)
+    # Without a histogram: the resource's lognormal (or exponential) fit.
+    b = endpoint(100, loop_busy_s=demand(0.004), loop_steps=demand(2.0))
+    plain = capacity_from_ledger(ledger(GET_b=b)).topology().station("loop")
+    assert plain.endpoints["get-b"].steps[0].service.kind in ("exponential", "lognormal")

@@ -38,7 +38,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidConfig
@@ -61,6 +61,10 @@ class LedgerModel:
     visits: dict[str, dict[str, float]]
     mix: dict[str, float]
     notes: tuple[str, ...]
+    #: Per endpoint and resource, the per-request demand's distribution as 100 evenly
+    #: spaced quantiles (seconds) when the ledger kept its histogram; the simulator's
+    #: empirical service times.
+    samples: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)
 
     def model(self, *, arrival_cv2: float = 1.0) -> CapacityModel:
         return CapacityModel(
@@ -109,8 +113,10 @@ class LedgerModel:
         one visit, as the capacity model counts it), ``db`` through ``db-pool`` (each
         checkout holds a connection for the mean hold time), ``threads``, and each HTTP
         dependency through its client pool (each call takes the mean time per call). Service
-        times are lognormal with each resource's measured variability (exponential when it is
-        unknown); calls have no timeout and no retry, as the ledger cannot tell them.
+        times follow the endpoint's measured distribution (empirical, scaled to the mean
+        demand) when the ledger kept its histogram, else a lognormal with the resource's
+        variability (exponential when that is unknown); calls have no timeout and no retry,
+        as the ledger cannot tell them.
 
         ``routes`` maps the traffic class or request names of a scenario to ledger endpoints
         (default: each endpoint's own station name); ``names`` renames resources (a host
@@ -153,6 +159,21 @@ def _moments(ep: Mapping[str, Any], key: str) -> tuple[float, float] | None:
     mean = hist.mean * _US
     std = hist.stddev * _US
     return mean, std * std + mean * mean
+
+
+def _quantiles(ep: Mapping[str, Any], key: str, n: int = 100) -> tuple[float, ...] | None:
+    """``n`` evenly spaced quantiles (seconds) of a demand's histogram, or None."""
+    text = _demand(ep, key).get("hist")
+    if not isinstance(text, str):
+        return None
+    try:
+        hist = Histogram.decode(text)
+    except ValueError:
+        return None
+    if not hist.count:
+        return None
+    points = hist.percentiles([100.0 * (i + 0.5) / n for i in range(n)])
+    return tuple(p * _US for p in points)
 
 
 def _cv2(parts: list[tuple[float, tuple[float, float] | None]]) -> float:
@@ -225,6 +246,7 @@ def capacity_from_ledger(
     capacity = ledger.get("capacity") or {}
     resources: list[Resource] = []
     demands: dict[str, dict[str, float]] = {e: {} for e in weights}
+    samples: dict[str, dict[str, tuple[float, ...]]] = {}
     visits: dict[str, dict[str, float]] = {e: {} for e in weights}
     total_w = sum(weights.values())
 
@@ -244,6 +266,9 @@ def capacity_from_ledger(
             n = _mean(ep, visit_key) if visit_key else 1.0
             visits[e][name] = n if n > 0 else 1.0
             parts.append((w / total_w * visits[e][name], _moments(ep, key)))
+            quantiles = _quantiles(ep, key)
+            if quantiles is not None:
+                samples.setdefault(e, {})[name] = quantiles
         if any_demand:
             resources.append(Resource(name, kind, servers, service_cv2=_cv2(parts)))
 
@@ -319,6 +344,7 @@ def capacity_from_ledger(
         visits=visits,
         mix=dict(weights),
         notes=tuple(notes),
+        samples=samples,
     )
 
 
@@ -328,7 +354,14 @@ def _slug(text: str) -> str:
     return out or "x"
 
 
-def _service(mean_s: float, cv2: float) -> ServiceTime:
+def _service(mean_s: float, cv2: float, quantiles: tuple[float, ...] | None) -> ServiceTime:
+    """Per-visit service: the endpoint's measured distribution scaled to ``mean_s`` when
+    the ledger kept it (empirical), else lognormal with the resource's variability."""
+    if quantiles:
+        total = math.fsum(quantiles)
+        if total > 0:
+            k = mean_s * len(quantiles) / total
+            return ServiceTime.empirical([q * k for q in quantiles])
     if abs(cv2 - 1.0) < 1e-9:
         return ServiceTime.exponential(mean_s)
     return ServiceTime.lognormal(mean_s, math.sqrt(max(cv2, 0.0)))
@@ -361,7 +394,7 @@ def _ledger_topology(
                 continue
             n = lm.visits.get(e, {}).get(res.name, 1.0) if pool is not None else 1.0
             calls = max(1, round(n))
-            work = _service(demand / calls, res.service_cv2)
+            work = _service(demand / calls, res.service_cv2, lm.samples.get(e, {}).get(res.name))
             endpoints[slugs[e]] = Endpoint(steps=(Work(work),))
             app_steps[e].extend(Call(target=f"{name}.{slugs[e]}", pool=pool) for _ in range(calls))
         servers = None if pool is not None else res.servers
