@@ -101,8 +101,9 @@ def test_a_cpu_loop_is_cpu_bound(run: Runner[Any]) -> None:
     assert step.cpu_s >= 0.06
     assert step.stack[-2:][0].endswith("in handler")
     assert step.stack[-1].endswith("in burn_cpu")  # innermost last
-    # the machine may be shared: the ratio threshold is lowered to what a busy CI core keeps
-    [finding] = detect_loop(cost, ProbeThresholds(cpu_bound_ratio=0.5))
+    # the machine may be shared: the ratio threshold is lowered to what a crowded CI
+    # machine leaves (two other busy processes on two cores: ~40% of the CPU)
+    [finding] = detect_loop(cost, ProbeThresholds(cpu_bound_ratio=0.25, io_ratio=0.1))
     assert finding.evidence["blocking"] == "cpu_bound"
     assert "process pool" in finding.fix
     assert cost.cpu_s >= 0.06

@@ -287,3 +287,29 @@ def test_bad_arguments_are_named() -> None:
         Ledger(max_endpoints=0)
     with pytest.raises(InvalidConfig, match="capacity_source"):
         Ledger(capacity_source=3)  # type: ignore[arg-type]
+
+
+def test_process_cpu_is_read_at_most_every_50_ms_and_counts_the_requests_in_between() -> None:
+    clock = MockClock()
+    readings: list[float] = []
+
+    def cpu_clock() -> float:
+        readings.append(0.25 * (len(readings) + 1))  # 0.25 s more CPU at each reading
+        return readings[-1]
+
+    ledger = Ledger(clock=clock, cpu_clock=cpu_clock)
+    assert "process_cpu" not in ledger.to_dict()["capacity"]
+    for _ in range(10):  # the first request reads the clock; the next 9 within 50 ms do not
+        ledger.record(cost())
+        clock.advance(0.004)
+    assert len(readings) == 1
+    assert "process_cpu" not in ledger.to_dict()["capacity"]  # nothing to divide yet
+    clock.advance(0.02)  # 0.06 s since the first reading
+    ledger.record(cost())
+    assert len(readings) == 2
+    assert ledger.to_dict()["capacity"]["process_cpu"] == {"cpu_s": 0.25, "requests": 10}
+    ledger.record(cost())  # too soon to read again: not counted yet
+    assert ledger.to_dict()["capacity"]["process_cpu"] == {"cpu_s": 0.25, "requests": 10}
+    clock.advance(0.05)
+    ledger.record(cost())
+    assert ledger.to_dict()["capacity"]["process_cpu"] == {"cpu_s": 0.5, "requests": 12}

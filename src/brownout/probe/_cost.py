@@ -37,6 +37,7 @@ __all__ = [
     "call_site",
     "current_cost",
     "deactivate",
+    "shown_path",
 ]
 
 
@@ -219,29 +220,54 @@ _PURELIB = sysconfig.get_paths()["purelib"]
 _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../brownout
 
 
+_FOREIGN: dict[str, bool] = {}  # file name -> not the application's (bounded below)
+_SHOWN: dict[str, str] = {}  # file name -> as a call site shows it
+_CACHED_FILES = 4096
+
+
 def _foreign(filename: str) -> bool:
-    """A frame of the standard library, an installed package or brownout: not the app."""
-    return (
-        filename.startswith((_STDLIB, _PURELIB, _OURS, "<"))
-        or "site-packages" in filename
-        or "dist-packages" in filename
-    )
+    """A frame of the standard library, an installed package or brownout: not the app.
+    Cached per file name (a stack walk asks for the same few dozen files again and
+    again)."""
+    known = _FOREIGN.get(filename)
+    if known is None:
+        known = (
+            filename.startswith((_STDLIB, _PURELIB, _OURS, "<"))
+            or "site-packages" in filename
+            or "dist-packages" in filename
+        )
+        if len(_FOREIGN) >= _CACHED_FILES:
+            _FOREIGN.clear()
+        _FOREIGN[filename] = known
+    return known
+
+
+def shown_path(filename: str) -> str:
+    """``filename`` as call sites and stacks show it: relative to the working directory
+    when below it, else as it is. Cached per file name (the working directory of a
+    server does not change while it serves)."""
+    shown = _SHOWN.get(filename)
+    if shown is None:
+        try:
+            rel = os.path.relpath(filename)
+        except ValueError:
+            rel = filename
+        shown = rel if not rel.startswith("..") else filename
+        if len(_SHOWN) >= _CACHED_FILES:
+            _SHOWN.clear()
+        _SHOWN[filename] = shown
+    return shown
 
 
 def call_site(frame: FrameType | None = None) -> str | None:
     """The innermost application frame calling us, as ``"path/file.py:42 in func"``
     (paths relative to the working directory when below it), or None when every frame is
-    library code. Costs a few microseconds: hooks call it only for slow calls or as the
-    example of a finding."""
+    library code. Costs a microsecond or two per frame walked: hooks call it only for
+    slow calls or as the example of a finding."""
     f: FrameType | None = frame if frame is not None else sys._getframe(1)
     while f is not None:
-        name = f.f_code.co_filename
-        if not _foreign(name):
-            try:
-                rel = os.path.relpath(name)
-            except ValueError:
-                rel = name
-            shown = rel if not rel.startswith("..") else name
-            return f"{shown}:{f.f_lineno} in {f.f_code.co_name}"
+        code = f.f_code
+        if not _foreign(code.co_filename):
+            return f"{shown_path(code.co_filename)}:{f.f_lineno} in {code.co_name}"
         f = f.f_back
     return None

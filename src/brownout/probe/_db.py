@@ -382,6 +382,9 @@ def install_sqlite3(site_capture_s: float) -> tuple[Undo, DbState]:
     state = DbState(site_capture_s)
 
     base_execute = sqlite3.Cursor.execute
+    base_fetchone = sqlite3.Cursor.fetchone
+    base_fetchmany = sqlite3.Cursor.fetchmany
+    base_fetchall = sqlite3.Cursor.fetchall
     new_cursor = sqlite3.Connection.cursor
 
     class ProbeCursor(sqlite3.Cursor):
@@ -447,9 +450,9 @@ def install_sqlite3(site_capture_s: float) -> tuple[Undo, DbState]:
         def fetchone(self) -> Any:
             call: DbCall | None = getattr(self, "_bo_call", None)
             if call is None:
-                return super().fetchone()
+                return base_fetchone(self)
             t0 = perf_counter()
-            row = super().fetchone()
+            row = base_fetchone(self)
             call.duration_s += perf_counter() - t0
             if row is not None:
                 call.rows = (call.rows or 0) + 1
@@ -458,9 +461,9 @@ def install_sqlite3(site_capture_s: float) -> tuple[Undo, DbState]:
         def fetchmany(self, size: int | None = None) -> list[Any]:
             call: DbCall | None = getattr(self, "_bo_call", None)
             if call is None:
-                return super().fetchmany() if size is None else super().fetchmany(size)
+                return base_fetchmany(self) if size is None else base_fetchmany(self, size)
             t0 = perf_counter()
-            rows = super().fetchmany() if size is None else super().fetchmany(size)
+            rows = base_fetchmany(self) if size is None else base_fetchmany(self, size)
             call.duration_s += perf_counter() - t0
             call.rows = (call.rows or 0) + len(rows)
             return rows
@@ -468,9 +471,9 @@ def install_sqlite3(site_capture_s: float) -> tuple[Undo, DbState]:
         def fetchall(self) -> list[Any]:
             call: DbCall | None = getattr(self, "_bo_call", None)
             if call is None:
-                return super().fetchall()
+                return base_fetchall(self)
             t0 = perf_counter()
-            rows = super().fetchall()
+            rows = base_fetchall(self)
             call.duration_s += perf_counter() - t0
             call.rows = (call.rows or 0) + len(rows)
             return rows

@@ -81,6 +81,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 AIOHTTP_UNBOUNDED_S = 300.0
 #: The second call of a key is looked for among this many earlier calls of the request.
 _SEEN_SCAN = 64
+_NUMBERS = (float, int)  # exact types (a bool is not a timeout)
 
 _FIX_N_PLUS_ONE = (
     "Fetch them in one call (a batch endpoint), or gather the calls concurrently behind a "
@@ -131,18 +132,20 @@ def _record(  # noqa: PLR0917 - positional on purpose: once per call
     state: _State,
     cost: RequestCost,
     library: str,
-    describe: Callable[[], _Target],
+    describe: Callable[[Any], _Target],
+    subject: Any,
     started_s: float,
     status: int | None,
     error: BaseException | None,
     received: int,
     frame: FrameType,
 ) -> HttpCall | None:
-    """Append the call to ``cost`` (``frame``: the hook's, for the call site). Never
-    raises: a call that cannot be described is not recorded."""
+    """Append the call, as ``describe(subject)`` tells it, to ``cost`` (``frame``: the
+    hook's, for the call site). Never raises: a call that cannot be described is not
+    recorded."""
     duration = perf_counter() - started_s
     try:
-        target = describe()
+        target = describe(subject)
         host, method = target.host, target.method
         template = path_template(target.path) if target.path else "/"
         call = HttpCall(
@@ -182,6 +185,8 @@ def _record(  # noqa: PLR0917 - positional on purpose: once per call
 
 
 def _int(value: object) -> int:
+    if value is None:
+        return 0
     try:
         return int(value)  # type: ignore[call-overload, no-any-return]
     except (TypeError, ValueError, OverflowError):
@@ -206,13 +211,24 @@ def timeout_of_httpx(extension: object) -> float:
     ``connect`` is unbounded or the extension is missing or malformed. Never raises."""
     if not isinstance(extension, dict):
         return math.inf
+    connect_s = extension.get("connect")
+    read_s = extension.get("read")
+    write_s = extension.get("write")
+    pool_s = extension.get("pool")
+    if (  # the usual shape, all numbers: no checks per value
+        type(connect_s) in _NUMBERS
+        and type(read_s) in _NUMBERS
+        and type(write_s) in _NUMBERS
+        and type(pool_s) in _NUMBERS
+    ):
+        return float(connect_s + read_s + write_s + pool_s)  # type: ignore[operator]
     try:
-        connect = _seconds(extension.get("connect"))
-        read = _seconds(extension.get("read"))
+        connect = _seconds(connect_s)
+        read = _seconds(read_s)
         if connect is None or read is None:
             return math.inf
-        write = _seconds(extension.get("write")) or 0.0
-        pool = _seconds(extension.get("pool")) or 0.0
+        write = _seconds(write_s) or 0.0
+        pool = _seconds(pool_s) or 0.0
     except TypeError:
         return math.inf
     return connect + read + write + pool
@@ -266,18 +282,16 @@ def _patch_httpx(state: _State) -> list[Undo]:
             finally:
                 self._call.duration_s = perf_counter() - self._call.started_s
 
-    def describer(request: httpx.Request) -> Callable[[], _Target]:
-        def describe() -> _Target:
-            url = request.url
-            return _Target(
-                request.method,
-                _host(url.host, url.port, url.scheme),
-                url.path,
-                timeout_of_httpx(request.extensions.get("timeout")),
-                _int(request.headers.get("content-length")),
-            )
-
-        return describe
+    def describe(request: httpx.Request) -> _Target:
+        url = request.url
+        length = request.headers.get_list("content-length")
+        return _Target(
+            request.method,
+            _host(url.host, url.port, url.scheme),
+            url.path,
+            timeout_of_httpx(request.extensions.get("timeout")),
+            _int(length[0]) if length else 0,
+        )
 
     undos: list[Undo] = []
     sync_original = httpx.HTTPTransport.handle_request
@@ -293,14 +307,15 @@ def _patch_httpx(state: _State) -> list[Undo]:
                 response = sync_original(self, request)
             except BaseException as exc:
                 _record(
-                    state, cost, "httpx", describer(request), started, None, exc, 0, sys._getframe()
+                    state, cost, "httpx", describe, request, started, None, exc, 0, sys._getframe()
                 )
                 raise
             call = _record(
                 state,
                 cost,
                 "httpx",
-                describer(request),
+                describe,
+                request,
                 started,
                 response.status_code,
                 None,
@@ -328,14 +343,15 @@ def _patch_httpx(state: _State) -> list[Undo]:
                 response = await async_original(self, request)
             except BaseException as exc:
                 _record(
-                    state, cost, "httpx", describer(request), started, None, exc, 0, sys._getframe()
+                    state, cost, "httpx", describe, request, started, None, exc, 0, sys._getframe()
                 )
                 raise
             call = _record(
                 state,
                 cost,
                 "httpx",
-                describer(request),
+                describe,
+                request,
                 started,
                 response.status_code,
                 None,
@@ -389,32 +405,28 @@ def _patch_aiohttp(state: _State) -> list[Undo]:
     response_cls = aiohttp.ClientResponse
     sentinel = getattr(getattr(aiohttp, "helpers", None), "sentinel", None)
 
-    def describer(
-        session: aiohttp.ClientSession,
-        method: str,
-        str_or_url: Any,
-        kwargs: dict[str, Any],
-        response: aiohttp.ClientResponse | None,
-    ) -> Callable[[], _Target]:
-        def describe() -> _Target:
-            build = getattr(session, "_build_url", None)
-            url = build(str_or_url) if build is not None else URL(str_or_url)
-            if "timeout" in kwargs and kwargs["timeout"] is not sentinel:
-                timeout = kwargs["timeout"]  # None there: no total
-            else:
-                timeout = getattr(session, "timeout", None)
-            sent = 0
-            if response is not None:
-                sent = _int(response.request_info.headers.get("Content-Length"))
-            return _Target(
-                method.upper(),
-                _host(url.host, url.port, url.scheme),
-                url.path,
-                timeout_of_aiohttp(timeout),
-                sent,
-            )
-
-        return describe
+    def describe(
+        subject: tuple[
+            aiohttp.ClientSession, str, Any, dict[str, Any], aiohttp.ClientResponse | None
+        ],
+    ) -> _Target:
+        session, method, str_or_url, kwargs, response = subject
+        build = getattr(session, "_build_url", None)
+        url = build(str_or_url) if build is not None else URL(str_or_url)
+        if "timeout" in kwargs and kwargs["timeout"] is not sentinel:
+            timeout = kwargs["timeout"]  # None there: no total
+        else:
+            timeout = getattr(session, "timeout", None)
+        sent = 0
+        if response is not None:
+            sent = _int(response.request_info.headers.get("Content-Length"))
+        return _Target(
+            method.upper(),
+            _host(url.host, url.port, url.scheme),
+            url.path,
+            timeout_of_aiohttp(timeout),
+            sent,
+        )
 
     undos: list[Undo] = []
     original = session_cls._request
@@ -435,7 +447,8 @@ def _patch_aiohttp(state: _State) -> list[Undo]:
                     state,
                     cost,
                     "aiohttp",
-                    describer(self, method, str_or_url, kwargs, None),
+                    describe,
+                    (self, method, str_or_url, kwargs, None),
                     started,
                     None,
                     exc,
@@ -447,7 +460,8 @@ def _patch_aiohttp(state: _State) -> list[Undo]:
                 state,
                 cost,
                 "aiohttp",
-                describer(self, method, str_or_url, kwargs, response),
+                describe,
+                (self, method, str_or_url, kwargs, response),
                 started,
                 response.status,
                 None,
@@ -511,27 +525,25 @@ def _patch_requests(state: _State) -> list[Undo]:
     if getattr(original, _MARK, False):
         return []
 
-    def describer(request: Any, timeout: object) -> Callable[[], _Target]:
-        def describe() -> _Target:
-            parts = urlsplit(str(request.url))
-            try:
-                port = parts.port
-            except ValueError:
-                port = None
-            body = request.body
-            if isinstance(body, bytes | str):
-                sent = len(body)
-            else:
-                sent = _int(request.headers.get("Content-Length"))
-            return _Target(
-                str(request.method or "GET").upper(),
-                _host(parts.hostname, port, parts.scheme),
-                parts.path,
-                timeout_of_requests(timeout),
-                sent,
-            )
-
-        return describe
+    def describe(subject: tuple[Any, object]) -> _Target:
+        request, timeout = subject
+        parts = urlsplit(str(request.url))
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        body = request.body
+        if isinstance(body, bytes | str):
+            sent = len(body)
+        else:
+            sent = _int(request.headers.get("Content-Length"))
+        return _Target(
+            str(request.method or "GET").upper(),
+            _host(parts.hostname, port, parts.scheme),
+            parts.path,
+            timeout_of_requests(timeout),
+            sent,
+        )
 
     @functools.wraps(original)
     def send(self: HTTPAdapter, request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -547,7 +559,8 @@ def _patch_requests(state: _State) -> list[Undo]:
                 state,
                 cost,
                 "requests",
-                describer(request, timeout),
+                describe,
+                (request, timeout),
                 started,
                 None,
                 exc,
@@ -559,7 +572,8 @@ def _patch_requests(state: _State) -> list[Undo]:
             state,
             cost,
             "requests",
-            describer(request, timeout),
+            describe,
+            (request, timeout),
             started,
             response.status_code,
             None,
@@ -659,6 +673,12 @@ def detect_http(cost: RequestCost, th: ProbeThresholds) -> list[Finding]:
     calls = cost.http
     if not calls:
         return []
+    if len(calls) < th.http_n_plus_one_min_calls:  # no N+1 possible: only unbounded calls
+        for call in calls:
+            if call.timeout_s == math.inf:
+                break
+        else:
+            return []
     groups: dict[tuple[str, str, str], list[HttpCall]] = {}
     for call in calls:
         groups.setdefault((call.method, call.host, call.path_template), []).append(call)

@@ -89,6 +89,9 @@ _MAX_DEPENDENCIES = 64
 _WIDTH = len(DEMANDS)
 _BATCH = 512  # requests buffered per endpoint before the distributions are updated
 _OTHER = "(other)"
+#: The ledger reads the process CPU clock (a system call) with a request at most this
+#: often, in seconds of its clock.
+CPU_READ_EVERY_S = 0.05
 
 
 class Demand:
@@ -113,7 +116,8 @@ class Demand:
     def add(self, value: float) -> None:
         self.count += 1
         self.total += value
-        self.max = max(self.max, value)
+        if value > self.max:  # noqa: PLR1730 - no call per value
+            self.max = value
         iv = int(value * self.scale + 0.5)
         hist = self.hist
         if hist is None:
@@ -414,7 +418,14 @@ class EndpointStats:
         self.databases[label] = entry
         return entry
 
-    def _record_dependencies(self, calls: Iterable[Any]) -> None:
+    def _record_dependencies(self, calls: Sequence[Any]) -> None:
+        if len(calls) == 1:  # the usual case, without the per-host tally
+            call = calls[0]
+            failed = call.error is not None or (call.status is not None and call.status >= 500)
+            self._book_dependency(
+                call.host, 1, call.duration_s, int(failed), int(math.isinf(call.timeout_s))
+            )
+            return
         per: dict[str, list[float]] = {}
         for call in calls:
             entry = per.get(call.host)
@@ -427,17 +438,22 @@ class EndpointStats:
             if math.isinf(call.timeout_s):
                 entry[3] += 1
         for host, (n, total_s, errors, unbounded) in per.items():
-            dep = self.dependencies.get(host)
+            self._book_dependency(host, n, total_s, int(errors), int(unbounded))
+
+    def _book_dependency(
+        self, host: str, calls: float, time_s: float, errors: int, unbounded: int
+    ) -> None:
+        dep = self.dependencies.get(host)
+        if dep is None:
+            name = host if len(self.dependencies) < _MAX_DEPENDENCIES else _OTHER
+            dep = self.dependencies.get(name)
             if dep is None:
-                name = host if len(self.dependencies) < _MAX_DEPENDENCIES else _OTHER
-                dep = self.dependencies.get(name)
-                if dep is None:
-                    dep = self.dependencies[name] = DependencyStats()
-            dep.requests += 1
-            dep.calls.add(n)
-            dep.time_s.add(total_s)
-            dep.errors += int(errors)
-            dep.no_timeout_calls += int(unbounded)
+                dep = self.dependencies[name] = DependencyStats()
+        dep.requests += 1
+        dep.calls.add(calls)
+        dep.time_s.add(time_s)
+        dep.errors += errors
+        dep.no_timeout_calls += unbounded
 
     def merge(self, other: EndpointStats) -> None:
         self.requests += other.requests
@@ -570,14 +586,17 @@ class Ledger:
         self._findings: dict[tuple[str, str, str], MergedFinding] = {}
         self.dropped_findings = 0
         self._lock = threading.RLock()
-        # The process's CPU time between the first and the latest request booked: with the
-        # GIL, CPU spent outside the requests' own loop steps (the server's HTTP work, a
-        # driver's threads) still takes the loop's turn; the capacity model spreads it over
-        # the requests. None: not measured (a ledger read from a file).
+        # The process's CPU time from the first request booked to the latest reading (taken
+        # with a request, at most every CPU_READ_EVERY_S), and the requests booked in
+        # between: with the GIL, CPU spent outside the requests' own loop steps (the
+        # server's HTTP work, a driver's threads) still takes the loop's turn; the capacity
+        # model spreads it over the requests. None: not measured (a ledger read from a file).
         self._cpu_clock = cpu_clock
         self._cpu_first: float | None = None
         self._cpu_last = 0.0
-        self._cpu_requests = 0
+        self._cpu_requests = 0  # requests booked after the first, up to the latest reading
+        self._cpu_booked = 0  # requests booked after the first
+        self._cpu_read_s = 0.0  # when the latest reading was taken (the ledger's clock)
 
     def __repr__(self) -> str:
         return (
@@ -598,14 +617,18 @@ class Ledger:
         cross-request findings (``cache_candidate``) this request completed."""
         now = self._clock.now() - self._start
         endpoint = cost.endpoint
-        cpu = self._cpu_clock() if self._cpu_clock is not None else None
+        cpu_clock = self._cpu_clock
         with self._lock:
-            if cpu is not None:
+            if cpu_clock is not None:
                 if self._cpu_first is None:
-                    self._cpu_first = cpu
+                    self._cpu_first = cpu_clock()
+                    self._cpu_read_s = now
                 else:
-                    self._cpu_requests += 1
-                self._cpu_last = cpu
+                    self._cpu_booked += 1
+                    if now - self._cpu_read_s >= CPU_READ_EVERY_S:
+                        self._cpu_last = cpu_clock()
+                        self._cpu_requests = self._cpu_booked
+                        self._cpu_read_s = now
             stats = self.endpoints.get(endpoint)
             if stats is None:
                 if len(self.endpoints) >= self.max_endpoints:

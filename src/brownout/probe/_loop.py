@@ -11,7 +11,8 @@ How steps are timed
 the factory that was there before is chained, and asyncio's and uvloop's loops both call
 it). Each new task's coroutine is wrapped in a small coroutine that awaits a generator
 relaying ``send()``/``throw()``/``close()`` to the original coroutine and timing each
-relayed call, so a step costs four clock reads and a context-variable read::
+relayed call, so a step costs two ``perf_counter()`` reads, one or two ``thread_time()``
+reads and two context-variable reads::
 
     wall_s = perf_counter() after - before          (the step, in seconds)
     cpu_s  = thread_time() after - before           (CPU time of the loop thread)
@@ -25,25 +26,38 @@ attributed to it. A step of at least ``loop_warn_s`` is kept as a :class:`LoopSt
 :data:`MAX_BLOCKING` per request.
 
 The wrapper is a real coroutine that awaits a generator (not a class with ``send()``),
-because the C task resumes real coroutines and generators without a method lookup:
-measured on CPython 3.11 (2 vCPU VM, ``benchmarks/bench_probe.py --steps``), per step,
-a class wrapper with ``perf_counter`` alone adds ~0.5-0.9 us, this wrapper ~0.4-0.5 us
-with ``perf_counter`` alone and ~1.1-1.2 us with the two ``thread_time()`` reads
-(~0.27 us each: ``CLOCK_THREAD_CPUTIME_ID`` is a system call, not vDSO). CPU time is read
-on every step: a step cannot know in advance that it will be long, the per-request
-``cpu_s`` is a demand the capacity model needs exactly, and ~30 steps of a typical
-request cost ~35 us. ``LoopMonitor(..., cpu=False)`` drops it (``cpu_s`` then stays 0
-for loop steps and blocking steps are not classified).
+because the C task resumes real coroutines and generators without a method lookup.
+``thread_time()`` (``CLOCK_THREAD_CPUTIME_ID``) is a system call, not vDSO: ~0.6-0.9 us
+on a 2 vCPU VM, the larger part of a step's cost. CPU time is still read on every step
+(a step cannot know in advance that it will be long, and the per-request ``cpu_s`` is a
+demand the capacity model needs exactly), but a step that starts within :data:`CHAIN_S`
+(5 us) of the loop thread's previous reading (the end of the step before, on a busy
+loop) takes that reading plus the wall time since as its start instead of reading again::
+
+    cpu_start = cpu_read + (perf_counter() now - when cpu_read was taken)
+
+exact when the thread stayed on the CPU in between (a gap that short leaves no room to
+sleep); otherwise the step's CPU is undercounted by the time off the CPU in that gap, at
+most 5 us (and never below zero). Measured on CPython 3.11 (2 vCPU VM, uvloop,
+``benchmarks/bench_probe.py --steps``), per step: ~0.6 us with ``perf_counter`` alone,
+~1.6 us with the CPU time (two reads each step: ~2.3 us).
+``LoopMonitor(..., cpu=False)`` drops it (``cpu_s`` then stays 0 for loop steps and
+blocking steps are not classified).
 
 Stacks
 ------
-A daemon watchdog thread wakes every ``tick_s`` (10 ms) on an :class:`threading.Event`
-and, when the loop's current step has run for ``loop_stack_after_s``, snapshots the loop
+A daemon watchdog thread sleeps on a :class:`threading.Event` and, when the loop's
+current step has run for ``loop_stack_after_s``, snapshots the loop
 thread's stack (``sys._current_frames()``) once for that step: the application frames,
 innermost last, as ``"path/file.py:42 in func"`` (the innermost frames of any code when
 none is the application's). It never touches a request's record: the step's own
-wrapper takes the snapshot when the step ends. It stops when :meth:`LoopMonitor.uninstall`
-sets its event or when the loop is closed, and never keeps the process alive.
+wrapper takes the snapshot when the step ends. It wakes when the running step would be
+``loop_stack_after_s`` old, and ``loop_stack_after_s`` after a look that found no step
+to watch (never sooner than ``tick_s``, 10 ms, apart), so a step is caught between
+``loop_stack_after_s`` and ``loop_stack_after_s + tick_s`` old, with a few wake-ups a
+second: each one takes the GIL from the loop thread. It stops when
+:meth:`LoopMonitor.uninstall` sets its event or when the loop is closed, and never keeps
+the process alive.
 
 Limits: only tasks created after :meth:`~LoopMonitor.install` are timed (the probe
 attaches the monitor on the first request, whose own task is therefore not measured);
@@ -63,7 +77,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import sys
 import threading
 import types
@@ -74,14 +87,26 @@ from typing import Any, cast
 
 from .. import _validate as v
 from ..errors import InvalidConfig
-from ._cost import Finding, LoopStep, ProbeThresholds, RequestCost, _current, _foreign
+from ._cost import (
+    Finding,
+    LoopStep,
+    ProbeThresholds,
+    RequestCost,
+    _current,
+    _foreign,
+    shown_path,
+)
 
-__all__ = ["MAX_BLOCKING", "MAX_STACK", "LoopMonitor", "detect_loop", "stack_of"]
+__all__ = ["CHAIN_S", "MAX_BLOCKING", "MAX_STACK", "LoopMonitor", "detect_loop", "stack_of"]
 
 #: At most this many blocking steps are kept per request.
 MAX_BLOCKING = 100
 #: At most this many frames are kept per stack (the innermost ones).
 MAX_STACK = 12
+#: A step starting at most this long (seconds) after the loop thread's last CPU-clock
+#: reading starts its CPU time from that reading plus the wall time since, instead of
+#: reading the clock again (a system call).
+CHAIN_S = 5e-6
 
 _FIX_CPU = (
     "CPU-bound work on the event loop: move it to a process pool "
@@ -102,13 +127,8 @@ _FIX_UNKNOWN = (
 
 
 def _frame_text(frame: FrameType) -> str:
-    name = frame.f_code.co_filename
-    try:
-        rel = os.path.relpath(name)
-    except ValueError:
-        rel = name
-    shown = name if rel.startswith("..") else rel
-    return f"{shown}:{frame.f_lineno} in {frame.f_code.co_name}"
+    code = frame.f_code
+    return f"{shown_path(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
 
 
 def stack_of(frame: FrameType | None, limit: int = MAX_STACK) -> tuple[str, ...]:
@@ -136,8 +156,8 @@ class LoopMonitor:
 
     ``thresholds``: ``loop_warn_s`` (a step this long is kept in ``cost.blocking``) and
     ``loop_stack_after_s`` (the watchdog snapshots the stack of a step this old).
-    ``tick_s``: the watchdog's period in seconds. ``cpu``: read the loop thread's CPU time
-    on every step (default; ~0.6 us per step).
+    ``tick_s``: the least time between two looks of the watchdog, in seconds. ``cpu``:
+    read the loop thread's CPU time on every step (default; ~1 us per step).
 
     ``install(loop)`` attaches it (idempotent for the same loop; attaching to another loop
     detaches it from the first), ``uninstall()`` restores the previous task factory (or,
@@ -152,6 +172,8 @@ class LoopMonitor:
         "_thread_id",
         "_watchdog",
         "cpu",
+        "read_c",
+        "read_t",
         "snap_stack",
         "snap_t0",
         "split",
@@ -183,6 +205,9 @@ class LoopMonitor:
         self.step_t0 = 0.0
         self.step_c0 = 0.0
         self.split = False  # settle() booked part of the running step (and counted it)
+        # the loop thread's last CPU-clock reading and when it was taken (perf_counter)
+        self.read_t = -math.inf
+        self.read_c = 0.0
         self.snap_t0 = 0.0  # the step the watchdog's last stack belongs to
         self.snap_stack: tuple[str, ...] = ()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -221,6 +246,7 @@ class LoopMonitor:
         self._loop = loop
         self._factory = factory
         self._thread_id = None
+        self.read_t = -math.inf  # a reading of another thread is no start for this one
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -266,11 +292,18 @@ class LoopMonitor:
     def _watch(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         tick = self.tick_s
         after = self.stack_after_s
-        while not stop.wait(tick):
+        idle = max(after, tick)  # a step starting now is at most this old at the next look
+        wait = tick
+        while not stop.wait(wait):
             if loop.is_closed():
                 return
+            wait = idle
             t0 = self.step_t0
-            if not t0 or self.snap_t0 == t0 or perf_counter() - t0 < after:
+            if not t0 or self.snap_t0 == t0:
+                continue
+            age = perf_counter() - t0
+            if age < after:  # look again when this step would be old enough
+                wait = max(after - age, tick)
                 continue
             tid = self._thread_id
             if tid is None:
@@ -300,10 +333,14 @@ class LoopMonitor:
         t0 = self.step_t0
         if not t0 or threading.get_ident() != self._thread_id:
             return
-        c1 = thread_time() if self.cpu else 0.0
-        t1 = perf_counter()
+        if self.cpu:
+            c1 = self.read_c = thread_time()
+            t1 = self.read_t = perf_counter()
+        else:
+            c1 = 0.0
+            t1 = perf_counter()
         wall = t1 - t0
-        cpu = c1 - self.step_c0
+        cpu = max(c1 - self.step_c0, 0.0)
         self.step_t0 = t1
         self.step_c0 = c1
         cost.loop_busy_s += wall
@@ -373,12 +410,20 @@ def _relay(coro: Coroutine[Any, Any, Any], mon: LoopMonitor) -> Generator[Any, A
     else:
         error = None
     cpu = mon.cpu
+    warn_s = mon.warn_s
     while True:
         outer_t0 = mon.step_t0  # non-zero: nested in another step
         outer_c0 = mon.step_c0
         before = _current.get()
         start_t = mon.step_t0 = perf_counter()
-        start_c = mon.step_c0 = thread_time() if cpu else 0.0
+        if not cpu:
+            start_c = 0.0
+        elif not outer_t0 and start_t - mon.read_t <= CHAIN_S:
+            # the loop thread ran without a pause since its last reading: no system call
+            start_c = mon.read_c + (start_t - mon.read_t)
+        else:
+            start_c = thread_time()
+        mon.step_c0 = start_c
         try:
             if error is None:
                 out = send(value)
@@ -389,8 +434,12 @@ def _relay(coro: Coroutine[Any, Any, Any], mon: LoopMonitor) -> Generator[Any, A
         except StopIteration as stop:
             return stop.value
         finally:
-            c1 = thread_time() if cpu else 0.0
-            t1 = perf_counter()
+            if cpu:
+                c1 = mon.read_c = thread_time()
+                t1 = mon.read_t = perf_counter()
+            else:
+                c1 = 0.0
+                t1 = perf_counter()
             t0 = mon.step_t0  # settle() may have booked the step up to a later mark
             wall = t1 - t0
             step_cpu = c1 - mon.step_c0
@@ -404,14 +453,16 @@ def _relay(coro: Coroutine[Any, Any, Any], mon: LoopMonitor) -> Generator[Any, A
                 cost = before
             if cost is not None:
                 cost.loop_busy_s += wall
-                cost.cpu_s += step_cpu
+                if step_cpu > 0.0:
+                    cost.cpu_s += step_cpu
                 if mon.split:
                     mon.split = False
                 else:
                     cost.steps += 1
-                cost.longest_step_s = max(cost.longest_step_s, wall)
-                if wall >= mon.warn_s:
-                    mon._blocked(cost, t0, wall, step_cpu)
+                if wall > cost.longest_step_s:  # noqa: PLR1730 - no call per step
+                    cost.longest_step_s = wall
+                if wall >= warn_s:
+                    mon._blocked(cost, t0, wall, step_cpu if step_cpu > 0.0 else 0.0)
             elif mon.split:
                 mon.split = False
         try:

@@ -138,7 +138,9 @@ class ProbeMiddleware:
             return
         probe = self.probe
         if probe._monitor is not None:
-            probe.attach_loop(asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            if loop is not probe._loop:
+                probe.attach_loop(loop)
         self._requests += 1
         if self._requests & 1023 == 1:
             probe.note_runtime()
