@@ -84,13 +84,11 @@ class LedgerModel:
         changed: dict[str, int] = {}
         resources = []
         for res in self.resources:
-            slug = _slug(res.name)
+            name = _station_name(res, {})
             candidates = {
-                "cpu": ["loop"],
-                "db_pool": ["db-pool", slug, "db"],
-                "threads": ["threads"],
-                "client_pool": [f"{slug[:58].strip('-')}-pool", slug],
-            }.get(res.kind, [slug])
+                "db_pool": [f"{name}-pool", _slug(res.name), name],
+                "client_pool": [f"{name}-pool", name],
+            }.get(res.kind, [name])
             servers = next((by_name[c] for c in candidates if by_name.get(c) is not None), None)
             if servers is not None and servers != res.servers:
                 changed[res.name] = servers
@@ -145,8 +143,8 @@ def _total(value: object) -> float:
     return 0.0
 
 
-def _moments(ep: Mapping[str, Any], key: str) -> tuple[float, float] | None:
-    """(mean, second moment) in seconds from a demand's histogram (microseconds)."""
+def _histogram(ep: Mapping[str, Any], key: str) -> Histogram | None:
+    """A demand's histogram (microseconds), or None when the ledger kept none."""
     text = _demand(ep, key).get("hist")
     if not isinstance(text, str):
         return None
@@ -154,24 +152,20 @@ def _moments(ep: Mapping[str, Any], key: str) -> tuple[float, float] | None:
         hist = Histogram.decode(text)
     except ValueError:
         return None
-    if not hist.count:
+    return hist if hist.count else None
+
+
+def _moments(hist: Histogram | None) -> tuple[float, float] | None:
+    """(mean, second moment) in seconds of a demand's histogram."""
+    if hist is None:
         return None
     mean = hist.mean * _US
     std = hist.stddev * _US
     return mean, std * std + mean * mean
 
 
-def _quantiles(ep: Mapping[str, Any], key: str, n: int = 100) -> tuple[float, ...] | None:
-    """``n`` evenly spaced quantiles (seconds) of a demand's histogram, or None."""
-    text = _demand(ep, key).get("hist")
-    if not isinstance(text, str):
-        return None
-    try:
-        hist = Histogram.decode(text)
-    except ValueError:
-        return None
-    if not hist.count:
-        return None
+def _quantiles(hist: Histogram, n: int = 100) -> tuple[float, ...]:
+    """``n`` evenly spaced quantiles (seconds) of a demand's histogram."""
     points = hist.percentiles([100.0 * (i + 0.5) / n for i in range(n)])
     return tuple(p * _US for p in points)
 
@@ -265,10 +259,10 @@ def capacity_from_ledger(
             demands[e][name] = d
             n = _mean(ep, visit_key) if visit_key else 1.0
             visits[e][name] = n if n > 0 else 1.0
-            parts.append((w / total_w * visits[e][name], _moments(ep, key)))
-            quantiles = _quantiles(ep, key)
-            if quantiles is not None:
-                samples.setdefault(e, {})[name] = quantiles
+            hist = _histogram(ep, key)
+            parts.append((w / total_w * visits[e][name], _moments(hist)))
+            if hist is not None:
+                samples.setdefault(e, {})[name] = _quantiles(hist)
         if any_demand:
             resources.append(Resource(name, kind, servers, service_cv2=_cv2(parts)))
 
@@ -354,6 +348,14 @@ def _slug(text: str) -> str:
     return out or "x"
 
 
+def _station_name(res: Resource, names: Mapping[str, str]) -> str:
+    """The topology's station for a resource: ``loop``, ``threads``, ``db`` (the one pool
+    the model charges) or the host, renamed by ``names``; 58 characters at most, so that
+    ``<name>-pool`` is a name too."""
+    default = "db" if res.kind == "db_pool" else res.name
+    return _slug(names.get(res.name, default))[:58].strip("-") or "x"
+
+
 def _service(mean_s: float, cv2: float, quantiles: tuple[float, ...] | None) -> ServiceTime:
     """Per-visit service: the endpoint's measured distribution scaled to ``mean_s`` when
     the ledger kept it (empirical), else lognormal with the resource's variability."""
@@ -379,10 +381,7 @@ def _ledger_topology(
     stations: list[Station] = []
     app_steps: dict[str, list[Work | Call]] = {e: [] for e in lm.demands_s}
     for res in lm.resources:
-        # The one pool the model charges is "db"; a host keeps its name (58 characters at
-        # most, so that "<name>-pool" is a name too).
-        default = "db" if res.kind == "db_pool" else res.name
-        name = _slug(names.get(res.name, default))[:58].strip("-") or "x"
+        name = _station_name(res, names)
         endpoints: dict[str, Endpoint] = {}
         pool: str | None = None
         if res.kind in ("db_pool", "client_pool"):
