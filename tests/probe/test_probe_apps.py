@@ -378,8 +378,12 @@ def test_clean_app_has_no_findings(
 def test_two_concurrent_requests_get_their_own_numbers(
     dependency: str, shop: str, run: Runner[Any], probes: list[Probe]
 ) -> None:
-    """A costly request (5 queries, 3 backend calls, a 30 ms CPU step) and a cheap one
-    (1 query) in flight at once, interleaving: each cost has its own work only."""
+    """A costly request (5 queries, 3 backend calls, a 60 ms CPU step) and a cheap one
+    (1 query) in flight at once, interleaving: each cost has its own work only.
+
+    The CPU step is BLOCK_S long: the watchdog catches a step between
+    ``loop_stack_after_s`` (20 ms) and that plus its 10 ms tick, plus up to a GIL switch
+    interval (5 ms) to get the GIL; a 30 ms step left no margin on a loaded CI machine."""
     client = httpx.AsyncClient(base_url=dependency, timeout=5.0)
 
     async def costly(request: Request) -> PlainTextResponse:
@@ -390,7 +394,7 @@ def test_two_concurrent_requests_get_their_own_numbers(
                 await client.get(f"/shipping/{i}")
             else:
                 await asyncio.sleep(0)
-        crunch(0.03)
+        crunch(BLOCK_S)
         conn.close()
         return PlainTextResponse("costly")
 
@@ -418,9 +422,9 @@ def test_two_concurrent_requests_get_their_own_numbers(
     assert (len(b.db), len(b.http)) == (1, 0)
     assert {c.driver for c in a.db + b.db} == {"sqlite3"}
     assert a.db[0].started_s < b.db[0].started_s < a.db[-1].started_s  # they interleaved
-    assert a.cpu_s >= 0.95 * 0.03  # its CPU step (CPU time is exact to a few us a step)
-    assert a.longest_step_s >= 0.03
-    assert any(s.wall_s >= 0.03 and s.stack[-1].endswith(" in crunch") for s in a.blocking)
+    assert a.cpu_s >= 0.95 * BLOCK_S  # its CPU step (CPU time is exact to a few us a step)
+    assert a.longest_step_s >= BLOCK_S
+    assert any(s.wall_s >= BLOCK_S and s.stack[-1].endswith(" in crunch") for s in a.blocking)
     assert b.blocking == []
     assert b.longest_step_s < 0.03
     assert b.loop_busy_s < a.loop_busy_s
