@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -313,3 +315,19 @@ def test_process_cpu_is_read_at_most_every_50_ms_and_counts_the_requests_in_betw
     clock.advance(0.05)
     ledger.record(cost())
     assert ledger.to_dict()["capacity"]["process_cpu"] == {"cpu_s": 0.5, "requests": 12}
+
+
+def test_a_new_ledger_imports_numpy_before_the_first_batch() -> None:
+    """numpy's import takes about 0.1 s: done when the ledger is made, it does not stall
+    the event loop in the request that fills the first batch of distributions."""
+    code = (
+        "import sys\n"
+        "from brownout.probe._ledger import Ledger\n"
+        "before = 'numpy' in sys.modules\n"
+        "Ledger()\n"
+        "print(before, 'numpy' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "True"]

@@ -593,6 +593,9 @@ class Ledger:
         # model spreads it over the requests. None: not measured (a ledger read from a file).
         self._cpu_clock = cpu_clock
         self._cpu_first: float | None = None
+        # numpy (when installed) updates the distributions in batches: import it now, not
+        # in the request that fills the first batch (its import stalls the loop ~0.1 s)
+        optional_numpy()
         self._cpu_last = 0.0
         self._cpu_requests = 0  # requests booked after the first, up to the latest reading
         self._cpu_booked = 0  # requests booked after the first
