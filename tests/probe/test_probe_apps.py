@@ -32,7 +32,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from brownout.probe import Finding, MergedFinding, Probe, ProbeMiddleware, RequestCost, install
+from brownout.errors import InvalidConfig
+from brownout.probe import (
+    Finding,
+    Ledger,
+    MergedFinding,
+    Probe,
+    ProbeMiddleware,
+    RequestCost,
+    install,
+)
 from brownout.probe import ProbeThresholds as Th
 
 T = TypeVar("T")
@@ -492,3 +501,111 @@ def test_the_orm_over_its_drivers_counts_each_statement_once(
     assert all(c.db_layer_depth == 0 for c in costs.values())
     assert costs["/async"].pool_checkouts == costs["/sync"].pool_checkouts == 1
     assert costs["/sync"].thread_run_s > 0
+
+
+# -- sampling -------------------------------------------------------------------------------
+
+
+def test_sampling_measures_a_share_of_requests_and_counts_the_rest(
+    dependency: str, shop: str, run: Runner[Any], probes: list[Probe]
+) -> None:
+    """At ``sample=0.5`` with draws alternating under and over it, every other request is
+    measured (its queries, backend call and loop steps); the others are only counted, and
+    nothing of theirs is booked into any cost."""
+    client = httpx.AsyncClient(base_url=dependency, timeout=5.0)
+
+    async def order(request: Request) -> PlainTextResponse:
+        conn = sqlite3.connect(shop)
+        conn.execute("select customer from orders where id = ?", (1,)).fetchone()
+        conn.close()
+        await client.get("/shipping/1")
+        await asyncio.sleep(0)
+        return PlainTextResponse("ok")
+
+    draws = iter([0.0, 0.9] * 10)
+    seen = Seen()
+    probe = install(detectors=[seen], sample=0.5, **NO_PG)
+    probe._rng = lambda: next(draws)
+    probes.append(probe)
+    app = ProbeMiddleware(app_of(Route("/order", order)), probe=probe)
+
+    async def main() -> list[httpx.Response]:
+        try:
+            return await drive(app, *["/order"] * 10)
+        finally:
+            await client.aclose()
+
+    assert [r.text for r in run(main())] == ["ok"] * 10
+    # /_warm drew 0.0 (measured); then the ten requests drew 0.9, 0.0, 0.9, ...
+    measured = [c for c in seen.costs if c.path == "/order"]
+    assert len(measured) == 5
+    for cost in measured:
+        assert (len(cost.db), len(cost.http)) == (1, 1)
+        assert cost.steps >= 3
+        assert cost.loop_busy_s > 0
+    data = probe.to_dict()
+    assert data["sample"] == 0.5
+    assert data["unsampled"] == 5
+    assert data["endpoints"]["GET /order"]["requests"] == 5
+    # every request spent the process's CPU: the per-request CPU counts them all
+    assert probe.ledger._cpu_booked == 10  # 11 requests, the first one starts the clock
+    again = Ledger.from_dict(json.loads(json.dumps(data)))
+    assert (again.sample, again.unsampled) == (0.5, 5)
+
+
+def test_an_unsampled_request_runs_unwrapped_and_its_errors_and_cancellation_pass(
+    run: Runner[Any], probes: list[Probe]
+) -> None:
+    """After its first step an unsampled request's task runs with no wrapper work: its
+    steps are not timed (the monitor sees no running step), and what it raises, or a
+    cancellation, reaches the caller as without the probe."""
+    monitor_seen: list[float] = []
+    hanging = asyncio.Event()
+    probe = install(sample=0.5, **NO_PG)
+    probe._rng = lambda: 0.9  # every request after /_warm is left out
+    probes.append(probe)
+
+    async def later(request: Request) -> PlainTextResponse:
+        await asyncio.sleep(0)
+        monitor = probe._monitor
+        assert monitor is not None
+        monitor_seen.append(monitor.step_t0)  # 0.0: no timed step is running
+        if request.query_params.get("fail"):
+            raise RuntimeError("boom")
+        if request.query_params.get("hang"):
+            hanging.set()
+            await asyncio.sleep(3600)
+        return PlainTextResponse("ok")
+
+    app = ProbeMiddleware(app_of(Route("/later", later)), probe=probe)
+
+    async def main() -> tuple[int, str, bool]:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            probe._rng = lambda: 0.0
+            await client.get("/_warm")
+            probe._rng = lambda: 0.9
+            ok = await asyncio.get_running_loop().create_task(client.get("/later"))
+            try:
+                await asyncio.get_running_loop().create_task(client.get("/later?fail=1"))
+                failed = ""
+            except RuntimeError as exc:
+                failed = str(exc)
+            hung = asyncio.get_running_loop().create_task(client.get("/later?hang=1"))
+            await hanging.wait()
+            hung.cancel()
+            try:
+                await hung
+            except asyncio.CancelledError:
+                return ok.status_code, failed, True
+            return ok.status_code, failed, False
+
+    assert run(main()) == (200, "boom", True)
+    assert monitor_seen == [0.0, 0.0, 0.0]
+    assert probe.to_dict()["unsampled"] == 3
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.5, float("nan"), True, "0.5", None])
+def test_sample_must_be_a_share_of_requests(bad: object) -> None:
+    with pytest.raises(InvalidConfig, match="sample"):
+        install(sample=bad, **NO_PG)  # type: ignore[arg-type]

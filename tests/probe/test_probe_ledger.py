@@ -266,6 +266,29 @@ def test_merge_adds_counts_and_histograms_exactly() -> None:
         assert mine[name]["requests"] == theirs[name]["requests"]
 
 
+def test_merging_sampled_ledgers_keeps_the_measured_share() -> None:
+    """A worker measuring half its 4 requests merged with one measuring all of its 2:
+    4 measured of 6, so the merged ledger's sample is 4/6 and 2 are unsampled."""
+    a, b = Ledger(clock=MockClock()), Ledger(clock=MockClock())
+    a.sample = 0.5
+    for _ in range(2):
+        a.record(cost())
+        a.skip()
+    for _ in range(2):
+        b.record(cost())
+    a.merge(b)
+    doc = a.to_dict()
+    assert (doc["unsampled"], doc["endpoints"]["GET /items/{id}"]["requests"]) == (2, 4)
+    assert doc["sample"] == pytest.approx(4 / 6)
+
+
+@pytest.mark.parametrize("sample", [0, -1, 1.5, "all", None])
+def test_from_dict_rejects_a_sample_that_is_not_a_share(sample: object) -> None:
+    doc = Ledger(clock=MockClock()).to_dict()
+    with pytest.raises(ResultsError, match="sample"):
+        Ledger.from_dict({**doc, "sample": sample})
+
+
 def test_from_dict_names_the_bad_field() -> None:
     ledger = Ledger(clock=MockClock())
     ledger.record(cost())

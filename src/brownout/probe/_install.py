@@ -19,6 +19,7 @@ import asyncio
 import functools
 import inspect
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -105,7 +106,12 @@ class Probe:
     ``processes``: how many worker processes serve the app, for the ledger's capacity
     section (default: ``$WEB_CONCURRENCY`` when set). ``clock``/``wall``: the ledger's
     clocks; ``cpu_clock`` the process CPU clock behind the ledger's ``process_cpu`` (None:
-    not measured). Usable as a context manager that uninstalls on exit.
+    not measured). ``sample``: the share of requests measured, in (0, 1] (default 1: every
+    request); the others are only counted (the ledger's ``unsampled``), run with no hook
+    booking anything and their task steps untimed after the first, which is what makes a
+    probe cheap enough to leave on in production (see ``docs/ledger.md``). ``rng`` draws
+    the sampling decision (uniform in [0, 1)). Usable as a context manager that uninstalls
+    on exit.
     """
 
     def __init__(
@@ -118,6 +124,8 @@ class Probe:
         clock: Clock = monotonic_clock,
         wall: Callable[[], float] = wall_time,
         cpu_clock: Callable[[], float] | None = time.process_time,
+        sample: float = 1.0,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         if thresholds is not None and not isinstance(thresholds, ProbeThresholds):
             raise InvalidConfig("Probe", "thresholds", thresholds, "a ProbeThresholds or None")
@@ -130,6 +138,15 @@ class Probe:
         else:
             v.int_at_least("Probe", "processes", processes, 1)
         self.processes = processes
+        if (
+            isinstance(sample, bool)
+            or not isinstance(sample, int | float)
+            or not 0.0 < sample <= 1.0  # also rejects NaN
+        ):
+            raise InvalidConfig("Probe", "sample", sample, "a share of requests in (0, 1]")
+        v.callable_or_none("Probe", "rng", rng)
+        self.sample = float(sample)
+        self._rng = rng
         self.ledger = Ledger(
             self.thresholds,
             clock=clock,
@@ -138,6 +155,7 @@ class Probe:
             capacity_source=self._capacity,
             cpu_clock=cpu_clock,
         )
+        self.ledger.sample = self.sample
         self._extra: tuple[Detector, ...] = tuple(detectors)
         self._builtin: list[Callable[[RequestCost, ProbeThresholds], Iterable[Finding]]] = [
             detect_db,
@@ -269,6 +287,19 @@ class Probe:
 
     # -- requests ------------------------------------------------------------------------
 
+    def sampled(self) -> bool:
+        """Whether to measure the request arriving now (always, at ``sample=1``)."""
+        return self.sample >= 1.0 or self._rng() < self.sample
+
+    def skip(self) -> None:
+        """Count a request left unmeasured by sampling (call it from the request's task,
+        as the middleware does): the ledger counts it, and the loop monitor stops timing
+        the task after its current step."""
+        self.ledger.skip()
+        monitor = self._monitor
+        if monitor is not None:
+            monitor.release_step()
+
     def observe(self, cost: RequestCost) -> list[Finding]:
         """Run the detectors on a finished request and book it in the ledger; returns the
         findings of this request (including cross-request ones it completed). A detector
@@ -359,6 +390,7 @@ def install(
     processes: int | None = None,
     max_endpoints: int = 200,
     clock: Clock = monotonic_clock,
+    sample: float = 1.0,
 ) -> Probe:
     """Instrument whatever of these is importable and return the :class:`Probe` holding the
     hooks and the ledger; ``probe.uninstall()`` undoes it. Patching never changes what the
@@ -367,6 +399,7 @@ def install(
     Hook points and limits: ``brownout.probe._db`` (databases), ``_http`` (httpx, aiohttp,
     requests), ``_loop`` (event-loop monitor, attached by the middleware), ``_threads``
     (thread-pool wait and run time). Idempotent: installing again patches nothing twice.
+    ``sample``: the share of requests measured (:class:`Probe`).
     """
     probe = Probe(
         thresholds,
@@ -374,6 +407,7 @@ def install(
         processes=processes,
         max_endpoints=max_endpoints,
         clock=clock,
+        sample=sample,
     )
     probe._install(
         {

@@ -591,6 +591,10 @@ class Ledger:
         # between: with the GIL, CPU spent outside the requests' own loop steps (the
         # server's HTTP work, a driver's threads) still takes the loop's turn; the capacity
         # model spreads it over the requests. None: not measured (a ledger read from a file).
+        #: The share of requests measured (set by the probe) and the requests sampling left
+        #: out (only counted).
+        self.sample = 1.0
+        self.unsampled = 0
         self._cpu_clock = cpu_clock
         self._cpu_first: float | None = None
         # numpy (when installed) updates the distributions in batches: import it now, not
@@ -620,18 +624,9 @@ class Ledger:
         cross-request findings (``cache_candidate``) this request completed."""
         now = self._clock.now() - self._start
         endpoint = cost.endpoint
-        cpu_clock = self._cpu_clock
         with self._lock:
-            if cpu_clock is not None:
-                if self._cpu_first is None:
-                    self._cpu_first = cpu_clock()
-                    self._cpu_read_s = now
-                else:
-                    self._cpu_booked += 1
-                    if now - self._cpu_read_s >= CPU_READ_EVERY_S:
-                        self._cpu_last = cpu_clock()
-                        self._cpu_requests = self._cpu_booked
-                        self._cpu_read_s = now
+            if self._cpu_clock is not None:
+                self._book_cpu(now)
             stats = self.endpoints.get(endpoint)
             if stats is None:
                 if len(self.endpoints) >= self.max_endpoints:
@@ -647,6 +642,27 @@ class Ledger:
             for finding in cross:
                 self._add_finding(finding, now)
         return cross
+
+    def skip(self) -> None:
+        """Count a request that sampling left unmeasured: it still spent the process's CPU,
+        so it counts in the process CPU per request."""
+        with self._lock:
+            self.unsampled += 1
+            if self._cpu_clock is not None:
+                self._book_cpu(self._clock.now() - self._start)
+
+    def _book_cpu(self, now: float) -> None:
+        cpu_clock = self._cpu_clock
+        assert cpu_clock is not None
+        if self._cpu_first is None:
+            self._cpu_first = cpu_clock()
+            self._cpu_read_s = now
+        else:
+            self._cpu_booked += 1
+            if now - self._cpu_read_s >= CPU_READ_EVERY_S:
+                self._cpu_last = cpu_clock()
+                self._cpu_requests = self._cpu_booked
+                self._cpu_read_s = now
 
     def _add_finding(self, finding: Finding, now: float) -> None:
         key = (finding.endpoint, finding.kind, finding.key)
@@ -690,6 +706,12 @@ class Ledger:
                     merged.merge(finding)
             for name, value in capacity.items():
                 self.capacity.setdefault(name, value)
+            self.unsampled += other.unsampled
+            # the measured share of the merged requests (each ledger's own share weighted
+            # by its requests), so unsampled / (measured + unsampled) stays consistent
+            measured = sum(e.requests for e in self.endpoints.values())
+            total = measured + self.unsampled
+            self.sample = measured / total if total else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """The ledger as a JSON-ready document (format: ``docs/ledger.md``)."""
@@ -713,6 +735,8 @@ class Ledger:
             "pid": os.getpid(),
             "histograms": {"significant_digits": DIGITS, "time_unit": "us"},
             "capacity": capacity,
+            "sample": self.sample,
+            "unsampled": self.unsampled,
             "endpoints": endpoints,
             "findings": findings,
             "dropped_findings": dropped,
@@ -794,6 +818,11 @@ class Ledger:
             merged = _finding_from_dict(item, f"findings[{i}]")
             ledger._findings[(merged.endpoint, merged.kind, merged.key)] = merged
         ledger.dropped_findings = _count(data.get("dropped_findings", 0), "dropped_findings")
+        sample = _number(data.get("sample", 1.0), "sample")
+        if not 0.0 < sample <= 1.0:
+            raise ResultsError("sample", data.get("sample"), "a share of requests in (0, 1]")
+        ledger.sample = sample
+        ledger.unsampled = _count(data.get("unsampled", 0), "unsampled")
         return ledger
 
 

@@ -174,6 +174,7 @@ class LoopMonitor:
         "cpu",
         "read_c",
         "read_t",
+        "release",
         "snap_stack",
         "snap_t0",
         "split",
@@ -205,6 +206,7 @@ class LoopMonitor:
         self.step_t0 = 0.0
         self.step_c0 = 0.0
         self.split = False  # settle() booked part of the running step (and counted it)
+        self.release = False  # release_step(): stop timing the running step's task
         # the loop thread's last CPU-clock reading and when it was taken (perf_counter)
         self.read_t = -math.inf
         self.read_c = 0.0
@@ -325,6 +327,14 @@ class LoopMonitor:
         stack = self.snap_stack if self.snap_t0 == t0 else ()
         cost.blocking.append(LoopStep(wall_s, cpu_s if self.cpu else math.nan, stack))
 
+    def release_step(self) -> None:
+        """Stop timing the task whose step is running (call it from inside the step, on
+        the loop's thread): after this step, its coroutine runs with no wrapper work at
+        all (the probe calls it for a request that sampling leaves out). No-op outside a
+        timed step or on another thread."""
+        if self.step_t0 and threading.get_ident() == self._thread_id:
+            self.release = True
+
     def settle(self, cost: RequestCost) -> None:
         """Book into ``cost`` the part of the running step elapsed so far (call it from
         inside the step, on the loop's thread: the middleware's last step, before the
@@ -411,6 +421,7 @@ def _relay(coro: Coroutine[Any, Any, Any], mon: LoopMonitor) -> Generator[Any, A
         error = None
     cpu = mon.cpu
     warn_s = mon.warn_s
+    released = False
     while True:
         outer_t0 = mon.step_t0  # non-zero: nested in another step
         outer_c0 = mon.step_c0
@@ -465,6 +476,9 @@ def _relay(coro: Coroutine[Any, Any, Any], mon: LoopMonitor) -> Generator[Any, A
                     mon._blocked(cost, t0, wall, step_cpu if step_cpu > 0.0 else 0.0)
             elif mon.split:
                 mon.split = False
+            if mon.release:
+                mon.release = False
+                released = True
         try:
             value = yield out
         except GeneratorExit:
@@ -473,6 +487,12 @@ def _relay(coro: Coroutine[Any, Any, Any], mon: LoopMonitor) -> Generator[Any, A
         except BaseException as exc:
             error = exc
             value = None
+        else:
+            if released and value is None:
+                # untimed from here on: ``yield from`` resumes the coroutine with this
+                # None (what asyncio always sends) and hands it every later resumption,
+                # throw and close directly, with no Python work of ours per step
+                return (yield from coro)
 
 
 def _settle_running(cost: RequestCost) -> None:
