@@ -314,3 +314,26 @@ def test_sqlalchemy_over_asyncpg_never_double_counts(probe: Probe, postgres_url:
     others = {c.fingerprint for c in cost.db if c.driver == "asyncpg"}
     assert others <= {"begin;", "rollback;", "commit;"}  # transaction control, once each
     assert cost.db_layer_depth == 0
+
+
+def test_aiosqlite_connections_keep_plain_cursors(probe: Probe, db_file: str) -> None:
+    """aiosqlite runs statements in a thread with no request context, where the sqlite3
+    hook could book nothing: its connections are left unwrapped, while a connection
+    opened directly in the same process is timed."""
+    aiosqlite = pytest.importorskip("aiosqlite")
+
+    async def main() -> tuple[type, type]:
+        async with aiosqlite.connect(db_file) as conn:
+            async with conn.execute("select 1") as cur:
+                await cur.fetchall()
+                return type(conn._conn), type(cur._cursor)
+
+    conn_type, cursor_type = asyncio.run(main())
+    assert conn_type is sqlite3.Connection
+    assert cursor_type is sqlite3.Cursor
+    direct = sqlite3.connect(db_file)
+    try:
+        assert type(direct) is not sqlite3.Connection
+        assert type(direct.cursor()) is not sqlite3.Cursor
+    finally:
+        direct.close()

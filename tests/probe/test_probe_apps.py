@@ -556,20 +556,25 @@ def test_sampling_measures_a_share_of_requests_and_counts_the_rest(
 def test_an_unsampled_request_runs_unwrapped_and_its_errors_and_cancellation_pass(
     run: Runner[Any], probes: list[Probe]
 ) -> None:
-    """After its first step an unsampled request's task runs with no wrapper work: its
-    steps are not timed (the monitor sees no running step), and what it raises, or a
-    cancellation, reaches the caller as without the probe."""
-    monitor_seen: list[float] = []
+    """After its first step an unsampled request's task runs with no wrapper work (the
+    monitor sees no running step) and the tasks it spawns are not wrapped, unlike a
+    measured request's; what it raises, or a cancellation, reaches the caller as without
+    the probe."""
+    seen: list[tuple[bool, str]] = []  # (a timed step is running, the spawned task's code)
     hanging = asyncio.Event()
     probe = install(sample=0.5, **NO_PG)
-    probe._rng = lambda: 0.9  # every request after /_warm is left out
     probes.append(probe)
+
+    async def child() -> None:
+        return None
 
     async def later(request: Request) -> PlainTextResponse:
         await asyncio.sleep(0)
         monitor = probe._monitor
         assert monitor is not None
-        monitor_seen.append(monitor.step_t0)  # 0.0: no timed step is running
+        spawned = asyncio.get_running_loop().create_task(child())
+        seen.append((monitor.step_t0 != 0.0, spawned.get_coro().cr_code.co_name))  # type: ignore[union-attr]
+        await spawned
         if request.query_params.get("fail"):
             raise RuntimeError("boom")
         if request.query_params.get("hang"):
@@ -579,30 +584,33 @@ def test_an_unsampled_request_runs_unwrapped_and_its_errors_and_cancellation_pas
 
     app = ProbeMiddleware(app_of(Route("/later", later)), probe=probe)
 
-    async def main() -> tuple[int, str, bool]:
+    async def main() -> tuple[int, int, str, bool]:
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+        loop = asyncio.get_running_loop()
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-            probe._rng = lambda: 0.0
+            probe._rng = lambda: 0.0  # measured
             await client.get("/_warm")
-            probe._rng = lambda: 0.9
-            ok = await asyncio.get_running_loop().create_task(client.get("/later"))
+            measured = await loop.create_task(client.get("/later"))
+            probe._rng = lambda: 0.9  # left out from here on
+            ok = await loop.create_task(client.get("/later"))
             try:
-                await asyncio.get_running_loop().create_task(client.get("/later?fail=1"))
+                await loop.create_task(client.get("/later?fail=1"))
                 failed = ""
             except RuntimeError as exc:
                 failed = str(exc)
-            hung = asyncio.get_running_loop().create_task(client.get("/later?hang=1"))
+            hung = loop.create_task(client.get("/later?hang=1"))
             await hanging.wait()
             hung.cancel()
             try:
                 await hung
             except asyncio.CancelledError:
-                return ok.status_code, failed, True
-            return ok.status_code, failed, False
+                return measured.status_code, ok.status_code, failed, True
+            return measured.status_code, ok.status_code, failed, False
 
-    assert run(main()) == (200, "boom", True)
-    assert monitor_seen == [0.0, 0.0, 0.0]
-    assert probe.to_dict()["unsampled"] == 3
+    assert run(main()) == (200, 200, "boom", True)
+    assert seen == [(True, "_run"), (False, "child"), (False, "child"), (False, "child")]
+    data = probe.to_dict()
+    assert (data["unsampled"], data["endpoints"]["GET /later"]["requests"]) == (3, 1)
 
 
 @pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.5, float("nan"), True, "0.5", None])

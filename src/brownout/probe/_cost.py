@@ -172,6 +172,11 @@ Detector = Callable[[RequestCost], Iterable[Finding]]
 _current: contextvars.ContextVar[RequestCost | None] = contextvars.ContextVar(
     "brownout_probe_cost", default=None
 )
+#: True inside a request that sampling left unmeasured: the loop monitor does not wrap the
+#: tasks it spawns.
+_unsampled: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "brownout_probe_unsampled", default=False
+)
 
 
 def current_cost() -> RequestCost | None:

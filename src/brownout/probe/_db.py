@@ -42,6 +42,9 @@ Where each library is hooked:
   user-supplied connection ``factory`` is subclassed, a user-supplied cursor ``factory``
   is not timed; rows read by iterating the cursor are not timed; the connection's type is
   a subclass (``isinstance`` still holds, ``type(conn) is sqlite3.Connection`` does not).
+  Connections that aiosqlite opens are left as they are: it runs their statements in a
+  thread that never carries a request's context, so there is nothing to book there
+  (SQLAlchemy's layer times them; aiosqlite used without SQLAlchemy is not seen).
 - **asyncpg**: ``Connection.execute``, ``executemany``, ``fetch``, ``fetchrow``,
   ``fetchval``, ``fetchmany`` (pool connections proxy to these), and ``Pool._acquire`` /
   ``Pool.release`` for pool wait and hold time and each pool's min/max size.
@@ -59,6 +62,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 import weakref
 from collections.abc import Callable
@@ -372,6 +376,8 @@ def install_sqlalchemy(site_capture_s: float) -> tuple[Undo, DbState]:
 
 # -- sqlite3 ------------------------------------------------------------------------------
 
+_AIOSQLITE = re.compile(r"aiosqlite(?:\.|$)")
+
 
 def install_sqlite3(site_capture_s: float) -> tuple[Undo, DbState]:
     """Wrap ``sqlite3.connect`` to hand out timed connections (limits in the module
@@ -513,7 +519,11 @@ def install_sqlite3(site_capture_s: float) -> tuple[Undo, DbState]:
     def wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def connect(*args: Any, **kwargs: Any) -> Any:
-            if not state.active:
+            if not state.active or _AIOSQLITE.match(sys._getframe(1).f_globals["__name__"]):
+                # aiosqlite runs every statement in a thread of its own that never carries
+                # a request's context: nothing could be booked there, so its connection
+                # keeps C cursors (a Python cursor would only cost that thread, and the
+                # loop waiting for it, a method call per statement and per fetch)
                 return original(*args, **kwargs)
             positional = len(args) > 5
             factory = args[5] if positional else kwargs.get("factory", sqlite3.Connection)

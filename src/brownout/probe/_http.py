@@ -55,7 +55,7 @@ import contextlib
 import functools
 import math
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from time import perf_counter
 from types import FrameType
 from typing import Any
@@ -332,12 +332,19 @@ def _patch_httpx(state: _State) -> list[Undo]:
     if not getattr(async_original, _MARK, False):
 
         @functools.wraps(async_original)
-        async def handle_async_request(
+        def handle_async_request(
             self: httpx.AsyncHTTPTransport, request: httpx.Request
-        ) -> httpx.Response:
+        ) -> Coroutine[Any, Any, httpx.Response]:
+            # a plain function: outside a measured request the caller awaits the original
+            # coroutine itself, with no frame of ours to pass through at each resumption
             cost = _current.get()
             if cost is None or not state.active:
-                return await async_original(self, request)
+                return async_original(self, request)
+            return measured_async(self, request, cost)
+
+        async def measured_async(
+            self: httpx.AsyncHTTPTransport, request: httpx.Request, cost: RequestCost
+        ) -> httpx.Response:
             started = perf_counter()
             try:
                 response = await async_original(self, request)

@@ -94,6 +94,7 @@ from ._cost import (
     RequestCost,
     _current,
     _foreign,
+    _unsampled,
     shown_path,
 )
 
@@ -380,7 +381,7 @@ class _StepFactory:
     def __call__(
         self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
     ) -> asyncio.Future[Any]:
-        if self.active and type(coro) is types.CoroutineType:
+        if self.active and type(coro) is types.CoroutineType and not _unsampled.get():
             coro = _wrap(coro, self.monitor)
         previous = self.previous
         if previous is None:

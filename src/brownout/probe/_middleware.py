@@ -40,7 +40,7 @@ from time import perf_counter
 from typing import Any, TypeAlias
 
 from ..errors import InvalidConfig
-from ._cost import RequestCost, _current
+from ._cost import RequestCost, _current, _unsampled
 from ._install import Probe, install
 
 __all__ = ["ProbeMiddleware", "path_template"]
@@ -148,7 +148,11 @@ class ProbeMiddleware:
             probe.note_runtime()
         if not probe.sampled():  # counted, not measured
             probe.skip()
-            await self.app(scope, receive, send)
+            skipped = _unsampled.set(True)  # the tasks it spawns are not timed either
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _unsampled.reset(skipped)
             return
         cost = RequestCost(scope["method"], path, perf_counter())
         root_before: str = scope.get("root_path", "")
