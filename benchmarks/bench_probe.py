@@ -535,13 +535,23 @@ def main() -> int:
     parser.add_argument(
         "--pairs", type=int, help="side-by-side pairs per variant (default 4, --quick 2)"
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS[1:]),
+        help=f"comma-separated variants to compare with bare (default: all of {VARIANTS[1:]})",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--steps", action="store_true", help="only the per-step micro-benchmark")
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--serve-dependency", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error(f"--rounds={args.rounds!r} must be at least 1")
+    if args.rounds < 0:
+        parser.error(f"--rounds={args.rounds!r} must be 0 (no one-at-a-time runs) or more")
+    chosen = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in chosen if v not in VARIANTS[1:]]
+    if unknown or not chosen:
+        parser.error(f"--variants={args.variants!r}: choose from {', '.join(VARIANTS[1:])}")
+    variants = ("bare", *chosen)
     if args.pairs is not None and args.pairs < 1:
         parser.error(f"--pairs={args.pairs!r} must be at least 1")
     if args.serve:
@@ -561,7 +571,7 @@ def main() -> int:
     if (os.cpu_count() or 1) < 2:
         say("warning: fewer than 2 cores; wrk and the server share a core")
     ensure_wrk()
-    runs: dict[str, list[Run]] = {v: [] for v in VARIANTS}
+    runs: dict[str, list[Run]] = {v: [] for v in variants}
     side: dict[str, list[Pair]] = {}
     ledger: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
@@ -569,7 +579,7 @@ def main() -> int:
         make_database(database)
         dependency_port = free_port()
         with process(["--serve-dependency", str(dependency_port)], GENERATOR_CORE, dependency_port):
-            for variant in VARIANTS[1:]:
+            for variant in variants[1:]:
                 side[variant], got = side_by_side(
                     variant,
                     database,
@@ -581,7 +591,7 @@ def main() -> int:
                 )
                 ledger = got or ledger
             for rnd in range(args.rounds):
-                for variant in VARIANTS:
+                for variant in variants:
                     port = free_port()
                     serve_args = [
                         "--serve",
@@ -607,8 +617,8 @@ def main() -> int:
                         f"round {rnd + 1}: {variant:16s} {run.rps:9,.0f} req/s "
                         f"{run.cpu_us_per_request:8.1f} us server CPU/request"
                     )
-    rps = {v: statistics.median(r.rps for r in rs) for v, rs in runs.items()}
-    cpu = {v: statistics.median(r.cpu_us_per_request for r in rs) for v, rs in runs.items()}
+    rps = {v: statistics.median(r.rps for r in rs) for v, rs in runs.items() if rs}
+    cpu = {v: statistics.median(r.cpu_us_per_request for r in rs) for v, rs in runs.items() if rs}
     print(
         "\nGET /orders/{id}: 3 SQLAlchemy async (aiosqlite) queries + 1 httpx call to a "
         "loopback dependency, Starlette under uvicorn."
@@ -625,17 +635,20 @@ def main() -> int:
         ratios = [p.ratio for p in found]
         side_median[v] = statistics.median(ratios)
         print(f"{v:16s} {side_median[v]:8.3f} {min(ratios):7.3f} {max(ratios):7.3f}  {len(ratios)}")
-    print(
-        f"\nOne at a time (absolute figures; the machine drifts between runs): wrk -t1 -c32, "
-        f"median of {args.rounds} x {seconds:g} s."
-    )
-    print(f"{'variant':16s} {'req/s':>9s} {'x bare':>8s} {'us/req':>8s} {'x bare (cpu)':>13s}")
-    for v in VARIANTS:
+    if rps:
         print(
-            f"{v:16s} {rps[v]:9,.0f} {ratio(rps[v], rps['bare']):8.3f} {cpu[v]:8.1f} "
+            f"\nOne at a time (absolute figures; the machine drifts between runs): wrk -t1 "
+            f"-c32, median of {args.rounds} x {seconds:g} s."
+        )
+        print(f"{'variant':16s} {'req/s':>9s} {'x bare':>8s} {'us/req':>8s} {'x bare (cpu)':>13s}")
+    for v, v_rps in rps.items():
+        print(
+            f"{v:16s} {v_rps:9,.0f} {ratio(v_rps, rps['bare']):8.3f} {cpu[v]:8.1f} "
             f"{ratio(cpu['bare'], cpu[v]):13.3f}"
         )
     for v, label in (("probe", "every request"), ("probe_sampled", f"sample={SAMPLE:g}")):
+        if v not in side_median:
+            continue
         verdict = "met" if side_median[v] >= TARGET_VS_BARE else "NOT met"
         print(
             f"\n{v} ({label}) vs bare, side by side: {side_median[v]:.3f}; target >= "
