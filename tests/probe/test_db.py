@@ -323,10 +323,9 @@ def test_aiosqlite_connections_keep_plain_cursors(probe: Probe, db_file: str) ->
     aiosqlite = pytest.importorskip("aiosqlite")
 
     async def main() -> tuple[type, type]:
-        async with aiosqlite.connect(db_file) as conn:
-            async with conn.execute("select 1") as cur:
-                await cur.fetchall()
-                return type(conn._conn), type(cur._cursor)
+        async with aiosqlite.connect(db_file) as conn, conn.execute("select 1") as cur:
+            await cur.fetchall()
+            return type(conn._conn), type(cur._cursor)
 
     conn_type, cursor_type = asyncio.run(main())
     assert conn_type is sqlite3.Connection

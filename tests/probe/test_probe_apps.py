@@ -617,3 +617,8 @@ def test_an_unsampled_request_runs_unwrapped_and_its_errors_and_cancellation_pas
 def test_sample_must_be_a_share_of_requests(bad: object) -> None:
     with pytest.raises(InvalidConfig, match="sample"):
         install(sample=bad, **NO_PG)  # type: ignore[arg-type]
+
+
+def test_the_sampling_draw_must_be_callable() -> None:
+    with pytest.raises(InvalidConfig, match="rng"):
+        Probe(sample=0.5, rng=None)  # type: ignore[arg-type]

@@ -144,7 +144,8 @@ class Probe:
             or not 0.0 < sample <= 1.0  # also rejects NaN
         ):
             raise InvalidConfig("Probe", "sample", sample, "a share of requests in (0, 1]")
-        v.callable_or_none("Probe", "rng", rng)
+        if not callable(rng):
+            raise InvalidConfig("Probe", "rng", rng, "a callable returning a float in [0, 1)")
         self.sample = float(sample)
         self._rng = rng
         self.ledger = Ledger(
