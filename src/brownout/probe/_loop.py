@@ -66,7 +66,9 @@ task step and is not counted; the task's coroutine is the wrapper
 (``task.get_coro()`` returns it, named like the original) and tracebacks through a task
 show two extra frames of this module; a coroutine type other than Python's (Cython)
 is left unwrapped. A step nested in another (an eager task's first step, a nested
-``run_until_complete``) is excluded from the enclosing step.
+``run_until_complete``) is excluded from the enclosing step. A request that sampling
+leaves out (``install(sample=...)``) is timed for its task's first step only
+(:meth:`LoopMonitor.release_step`), and the tasks it spawns are not wrapped.
 
 The request's last step is the one in which the middleware runs the detectors and books
 the request; :func:`detect_loop` (and :meth:`LoopMonitor.settle`) first books the part of
