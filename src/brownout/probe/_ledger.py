@@ -586,24 +586,24 @@ class Ledger:
         self._findings: dict[tuple[str, str, str], MergedFinding] = {}
         self.dropped_findings = 0
         self._lock = threading.RLock()
+        #: The share of requests measured (set by the probe) and the requests sampling left
+        #: out (only counted).
+        self.sample = 1.0
+        self.unsampled = 0
         # The process's CPU time from the first request booked to the latest reading (taken
         # with a request, at most every CPU_READ_EVERY_S), and the requests booked in
         # between: with the GIL, CPU spent outside the requests' own loop steps (the
         # server's HTTP work, a driver's threads) still takes the loop's turn; the capacity
         # model spreads it over the requests. None: not measured (a ledger read from a file).
-        #: The share of requests measured (set by the probe) and the requests sampling left
-        #: out (only counted).
-        self.sample = 1.0
-        self.unsampled = 0
         self._cpu_clock = cpu_clock
         self._cpu_first: float | None = None
-        # numpy (when installed) updates the distributions in batches: import it now, not
-        # in the request that fills the first batch (its import stalls the loop ~0.1 s)
-        optional_numpy()
         self._cpu_last = 0.0
         self._cpu_requests = 0  # requests booked after the first, up to the latest reading
         self._cpu_booked = 0  # requests booked after the first
         self._cpu_read_s = 0.0  # when the latest reading was taken (the ledger's clock)
+        # numpy (when installed) updates the distributions in batches: import it now, not
+        # in the request that fills the first batch (its import stalls the loop ~0.1 s)
+        optional_numpy()
 
     def __repr__(self) -> str:
         return (
