@@ -123,7 +123,14 @@ def test_duration_that_cuts_a_fault_is_refused(capsys: pytest.CaptureFixture[str
         ),
         (
             ["--topology", "{topo}", "--sweep-loads", "1", "--sweep-station", "nope"],
-            "trigger_station",
+            "--sweep-station='nope' is not allowed",
+        ),
+        (
+            [
+                *("--topology", "{topo}", "--sweep-loads", "1", "--sweep-station", "db"),
+                *("--sweep-durations", "200s"),
+            ],
+            "--duration=180s is too short for this sweep: it must be at least 645s",
         ),
     ],
 )

@@ -21,6 +21,7 @@ import argparse
 import json
 from typing import Any
 
+from ..errors import InvalidConfig
 from ..units import parse_duration
 from ._load import CommandError, _check_writable
 
@@ -158,6 +159,19 @@ def replications_table(section: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: phase_diagram's arguments and the flags that set them
+_SWEEP_FLAGS = {
+    "loads": "--sweep-loads",
+    "trigger_station": "--sweep-station",
+    "trigger_factors": "--sweep-factors",
+    "trigger_durations": "--sweep-durations",
+    "trigger_at_s": "--sweep-at",
+    "trigger_kind": "--sweep-kind",
+    "workers": "--workers",
+    "seed": "--seed",
+}
+
+
 def _sweep(args: argparse.Namespace, scenario: Any, topology: Any) -> int:
     from functools import partial
 
@@ -176,20 +190,37 @@ def _sweep(args: argparse.Namespace, scenario: Any, topology: Any) -> int:
     from ..model import phase_diagram
 
     make = partial(_clients_only, scenario, topology)
-    diagram = phase_diagram(
-        topology,
-        make,
-        loads=loads,
-        trigger_station=args.sweep_station,
-        trigger_factors=factors,
-        trigger_durations=durations,
-        trigger_at_s=at,
-        duration_s=scenario.duration_s,
-        seed=scenario.seed if args.seed is None else args.seed,
-        workers=args.workers,
-        interval_s=scenario.interval_s,
-        trigger_kind=args.sweep_kind,
-    )
+    try:
+        diagram = phase_diagram(
+            topology,
+            make,
+            loads=loads,
+            trigger_station=args.sweep_station,
+            trigger_factors=factors,
+            trigger_durations=durations,
+            trigger_at_s=at,
+            duration_s=scenario.duration_s,
+            seed=scenario.seed if args.seed is None else args.seed,
+            workers=args.workers,
+            interval_s=scenario.interval_s,
+            trigger_kind=args.sweep_kind,
+        )
+    except InvalidConfig as exc:
+        # the library names its own arguments: say which flag the user gave
+        if exc.name == "duration_s":
+            needed = exc.allowed.split(":", 1)[0].removeprefix(">= ")
+            raise CommandError(
+                f"--duration={scenario.duration_s:g}s is too short for this sweep: it must be "
+                f"at least {needed}s (--sweep-at + the longest of --sweep-durations + a "
+                "settling time of max(10 s, twice that trigger, the healthy intervals)); "
+                "give a longer --duration"
+            ) from None
+        flag = _SWEEP_FLAGS.get(exc.name)
+        if flag is None:
+            raise
+        raise CommandError(
+            f"{flag}={exc.value!r} is not allowed; {flag} must be {exc.allowed}"
+        ) from None
     if not args.quiet:
         print(diagram.format_table())
     if args.out:
