@@ -19,7 +19,10 @@ server process:
    has it). slowapi is installed with pip when missing.
 
 Each variant runs ``--rounds`` times (default 3) in interleaved order after a warm-up; the
-figure is the median. Targets (issue 5): guard >= 0.9x bare, and above slowapi.
+figure is the median. Then each variant runs side by side with bare (``--pairs`` fresh
+pairs, both servers on core 1 at once, each under its own wrk; the method and why are in
+``bench_probe.py`` and ``_wrkbench.side_by_side``), which this shared VM's drift disturbs
+far less. Targets (issue 5): guard >= 0.9x bare, and above slowapi.
 
     python benchmarks/bench_middleware.py            # 3 rounds of 8 s each
     python benchmarks/bench_middleware.py --quick    # 3 rounds of 4 s
@@ -38,27 +41,30 @@ import contextlib
 import json
 import os
 import platform
-import re
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _wrkbench import (
+    SERVER_CORE,
+    Pair,
+    Run,
+    ensure_packages,
+    ensure_wrk,
+    free_port,
+    pinned,
+    run_wrk,
+    say,
+    side_by_side,
+)
+
 TARGET_VS_BARE = 0.9
-SERVER_CORE = "1"
-GENERATOR_CORE = "0"
+CONNECTIONS = 64
 HIGH_RATE = 1_000_000_000  # requests per second per client: never reached
 VARIANTS = ("bare", "guard", "guard_no_shield", "guard_default", "guard_plumbing", "slowapi")
-
-
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # -- the apps (built in the server process) -------------------------------------------------
@@ -164,96 +170,29 @@ def serve(variant: str, port: int, work_us: float) -> None:
 # -- tools ----------------------------------------------------------------------------------
 
 
-def ensure_wrk() -> None:
-    if shutil.which("wrk") is not None:
-        return
-    say("installing wrk with apt-get (needs root)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, env=env)
-
-
 def ensure_python_packages() -> None:
-    for module, package in (("uvicorn", "uvicorn"), ("slowapi", "slowapi"), ("uvloop", "uvloop")):
-        try:
-            __import__(module)
-        except ImportError:
-            say(f"installing {package} with pip")
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"the server did not listen on 127.0.0.1:{port}")
+    ensure_packages((("uvicorn", "uvicorn"), ("slowapi", "slowapi"), ("uvloop", "uvloop")))
 
 
 @contextlib.contextmanager
 def server(variant: str, work_us: float = 0.0) -> Iterator[tuple[str, int]]:
     """The variant's server pinned to the server core; yields its URL and process id."""
     port = free_port()
-    cmd = ["taskset", "-c", SERVER_CORE, sys.executable, __file__, "--serve", variant, str(port)]
-    cmd += ["--work-us", str(work_us)]
-    proc = subprocess.Popen(cmd)  # taskset execs the interpreter: the pid is the server's
-    try:
-        wait_listening(port, proc)
-        yield f"http://127.0.0.1:{port}/", proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Run:
-    rps: float
-    requests: int
-    non_2xx: int
-    server_cpu_s: float
-
-    @property
-    def cpu_us_per_request(self) -> float:
-        return self.server_cpu_s / self.requests * 1e6
-
-
-def run_wrk(url: str, seconds: float, pid: int) -> Run:
-    """One wrk run from the generator core, with the server's CPU time over it."""
-    cmd = ["taskset", "-c", GENERATOR_CORE, "wrk", "-t1", "-c64", f"-d{seconds:g}s", url]
-    before = cpu_seconds(pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - before
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    if rps is None or total is None:
-        raise RuntimeError(f"could not read wrk output:\n{out}")
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return Run(float(rps.group(1)), int(total.group(1)), int(bad.group(1)) if bad else 0, cpu)
+    args = ["--serve", variant, str(port), "--work-us", str(work_us)]
+    with pinned(__file__, args, SERVER_CORE, port) as pid:
+        yield f"http://127.0.0.1:{port}/", pid
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="4 s runs instead of 8 s")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="one-at-a-time rounds")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="side-by-side pairs per variant (default 2, --quick 1; 0: none)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
         "--work-us",
@@ -279,8 +218,8 @@ def main() -> int:
     for rnd in range(args.rounds):
         for variant in VARIANTS:
             with server(variant, args.work_us) as (url, pid):
-                run_wrk(url, 1.0, pid)  # warm-up: connections, imports, caches
-                run = run_wrk(url, seconds, pid)
+                run_wrk(url, 1.0, pid, CONNECTIONS)  # warm-up: connections, imports, caches
+                run = run_wrk(url, seconds, pid, CONNECTIONS)
             if run.non_2xx:
                 raise SystemExit(
                     f"{variant}: {run.non_2xx} non-2xx responses: a limit refused requests, so "
@@ -291,6 +230,19 @@ def main() -> int:
                 f"round {rnd + 1}: {variant:16s} {run.rps:10,.0f} req/s "
                 f"{run.cpu_us_per_request:7.1f} us server CPU/request"
             )
+    pairs = args.pairs if args.pairs is not None else (1 if args.quick else 2)
+    side: dict[str, list[Pair]] = {}
+    for variant in VARIANTS[1:] if pairs > 0 else ():
+        side[variant] = side_by_side(
+            __file__,
+            variant,
+            lambda name, port: ["--serve", name, str(port), "--work-us", str(args.work_us)],
+            "/",
+            pairs=pairs,
+            rounds=2,
+            seconds=seconds / 2,
+            connections=CONNECTIONS,
+        )
     rps = {v: statistics.median(r.rps for r in rs) for v, rs in runs.items()}
     cpu = {v: statistics.median(r.cpu_us_per_request for r in rs) for v, rs in runs.items()}
     print(
@@ -305,6 +257,16 @@ def main() -> int:
             f"{v:16s} {rps[v]:10,.0f} {rps[v] / rps['bare']:8.3f} {cpu[v]:8.1f} "
             f"{cpu['bare'] / cpu[v]:13.3f}"
         )
+    if side:
+        print(
+            f"\nSide by side (bare and the variant on one core at once, {pairs} fresh pairs x 2 "
+            f"rounds of {seconds / 2:g} s, wrk -c{CONNECTIONS} each; see bench_probe.py): "
+            "'x bare' = bare's server CPU per request / the variant's."
+        )
+        print(f"{'variant':16s} {'x bare':>8s} {'min':>7s} {'max':>7s}")
+        for v, found in side.items():
+            got = [p.ratio for p in found]
+            print(f"{v:16s} {statistics.median(got):8.3f} {min(got):7.3f} {max(got):7.3f}")
     by_rps = rps["guard"] / rps["bare"]
     by_cpu = cpu["bare"] / cpu["guard"]
     vs_slowapi = cpu["slowapi"] / cpu["guard"]
@@ -322,9 +284,13 @@ def main() -> int:
                     "python": platform.python_version(),
                     "seconds": seconds,
                     "work_us": args.work_us,
-                    "runs": {v: [vars(r) for r in rs] for v, rs in runs.items()},
+                    "runs": {
+                        v: [{k: x for k, x in vars(r).items() if k != "wrk_output"} for r in rs]
+                        for v, rs in runs.items()
+                    },
                     "median_rps": rps,
                     "median_cpu_us_per_request": cpu,
+                    "side_by_side": {v: [p.ratio for p in found] for v, found in side.items()},
                     "guard_included": included,
                     "slowapi": slowapi_flavour(),
                 },

@@ -15,21 +15,32 @@ with apt-get when missing) drives it from core 0. Variants, each in fresh server
 5. ``probe_sampled``: every hook, ``install(sample=0.1)``: one request in ten measured, the
    setting for a probe left on under production traffic.
 
-The figure is measured **side by side**: a server of the variant and a bare one, both
-pinned to core 1 under SCHED_BATCH, each driven by its own wrk (1 thread, 16 connections)
-at the same time; the kernel splits the core between them, and the ratio of their server
-CPU per request (bare's / the variant's) is the variant's throughput on a saturated core as
-a share of bare's. Both see the same machine at the same moment: on a shared VM a core's
-speed drifts by tens of percent within seconds, and runs one after the other (kept below
-for the absolute figures) cannot resolve a few percent. ``--pairs`` fresh pairs per variant
-(start order alternating) x 2 rounds; the median is the figure. Target (issue 6): probe >=
-0.95 x bare (at most 5% loss). A run in which a server answered nothing or used no CPU stops
-the script with wrk's output. ``us/req`` is server CPU per request (all threads of the server
-process, aiosqlite's included). After the side-by-side probe runs the script reads the
-probe's ledger from the app (``/_brownout/ledger``) to show that the hooks saw the work.
+On a shared VM a core's speed drifts by tens of percent within seconds (other tenants), so
+runs one after the other cannot resolve a few percent. Two measurements cancel the drift:
 
-    python benchmarks/bench_probe.py            # 4 pairs x 2 x 4 s; 3 rounds of 8 s each
-    python benchmarks/bench_probe.py --quick    # 2 pairs x 2 x 2 s; 3 rounds of 4 s
+- **Alternating** (the figure): one server, alone on core 1, serves bare and the variant in
+  turns of 0.6 s (the probe installed, then uninstalled, with the same app, engine and
+  client; the first 0.2 s of a turn lets the previous turn's requests finish) while wrk
+  drives it (32 connections) for ``--alternate-seconds``. Each variant turn's server CPU per
+  request is compared with its two bare neighbours'; the figure is the median over the
+  turns. This is the same run, the same process, a server alone on its core.
+- **Side by side** (harsher): a bare server and a variant server, both pinned to core 1
+  under SCHED_BATCH, each under its own wrk (16 connections) at the same time; the kernel
+  splits the core, and the ratio of their CPU per request is taken. ``--pairs`` fresh pairs
+  (start order alternating) x 2 rounds. Two processes sharing a core also evict each
+  other's caches, which makes extra code cost more than it does alone (the middleware-only
+  variant reads ~0.95 here and ~0.99 alternating).
+
+``x bare`` is bare's server CPU per request over the variant's: the variant's throughput on
+a saturated core as a share of bare's. Target (issue 6): probe >= 0.95 x bare (at most 5%
+loss). One-at-a-time runs (``--rounds``) give the absolute req/s and CPU per request. A run
+in which a server answered nothing or used no CPU stops the script with wrk's output.
+``us/req`` counts every thread of the server process (aiosqlite's included). After the
+side-by-side probe runs the script reads the probe's ledger from the app
+(``/_brownout/ledger``) to show that the hooks saw the work.
+
+    python benchmarks/bench_probe.py            # 60 s alternating, 4 pairs, 3 x 8 s per variant
+    python benchmarks/bench_probe.py --quick    # 30 s alternating, 2 pairs, 3 x 4 s per variant
     python benchmarks/bench_probe.py --json out.json
     python benchmarks/bench_probe.py --steps    # only the per-step cost of the loop monitor
 """
@@ -40,38 +51,45 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
-import re
-import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from _wrkbench import (
+    GENERATOR_CORE,
+    SERVER_CORE,
+    Pair,
+    Run,
+    ensure_packages,
+    ensure_wrk,
+    free_port,
+    pinned,
+    ratio,
+    run_wrk,
+    say,
+    side_by_side,
+)
+
 TARGET_VS_BARE = 0.95
-SERVER_CORE = "1"
-GENERATOR_CORE = "0"
+ONE_AT_A_TIME_CONNECTIONS = 32
 VARIANTS = ("bare", "probe", "probe_no_loop", "probe_middleware", "probe_sampled")
 SAMPLE = 0.1  # the probe_sampled variant's install(sample=...)
 SIDE_BY_SIDE_CONNECTIONS = 16  # per server, in the side-by-side runs
+ALTERNATE = "alternate:"  # a server variant that alternates bare and a probe variant
+ALTERNATE_SLICE_S = 0.6
+ALTERNATE_SETTLE_S = 0.2
 LEDGER_PATH = "/_brownout/ledger"
 ORDERS = 1000
 PRODUCTS = 500
 ITEMS_PER_ORDER = 5
-
-
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # -- the database and the dependency --------------------------------------------------------
@@ -149,7 +167,27 @@ def serve_dependency(port: int) -> None:
 # -- the app (built in the server process) --------------------------------------------------
 
 
-def build(variant: str, database: Path, dependency_port: int) -> Any:
+def install_variant(variant: str) -> Any:
+    """The probe of a probe variant (``install()`` with that variant's settings)."""
+    from brownout.probe import install
+
+    if variant == "probe_middleware":  # the middleware and the ledger, no hook at all
+        return install(
+            sqlalchemy=False,
+            sqlite3=False,
+            asyncpg=False,
+            psycopg=False,
+            http=False,
+            loop=False,
+            threads=False,
+        )
+    if variant == "probe_sampled":
+        return install(sample=SAMPLE)
+    return install(loop=variant == "probe")
+
+
+def shop_app(database: Path, dependency_port: int) -> Any:
+    """The endpoint under test, without any probe."""
     import httpx
     from sqlalchemy import bindparam, text
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -158,25 +196,6 @@ def build(variant: str, database: Path, dependency_port: int) -> Any:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    probe = None
-    if variant != "bare":
-        from brownout.probe import install
-
-        # hooks first: the engine and the client below are created patched
-        if variant == "probe_middleware":  # the middleware and the ledger, no hook at all
-            probe = install(
-                sqlalchemy=False,
-                sqlite3=False,
-                asyncpg=False,
-                psycopg=False,
-                http=False,
-                loop=False,
-                threads=False,
-            )
-        elif variant == "probe_sampled":
-            probe = install(sample=SAMPLE)
-        else:
-            probe = install(loop=variant == "probe")
     engine = create_async_engine(f"sqlite+aiosqlite:///{database}")
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{dependency_port}", timeout=2.0)
     order_sql = text("select id, customer, status from orders where id = :id")
@@ -214,12 +233,72 @@ def build(variant: str, database: Path, dependency_port: int) -> Any:
             }
         )
 
-    app = Starlette(routes=[Route("/orders/{id:int}", order)])
+    return Starlette(routes=[Route("/orders/{id:int}", order)])
+
+
+def build(variant: str, database: Path, dependency_port: int) -> Any:
+    if variant.startswith(ALTERNATE):
+        return Alternating(variant.removeprefix(ALTERNATE), database, dependency_port)
+    # hooks first: the engine and the client are then created patched
+    probe = None if variant == "bare" else install_variant(variant)
+    app = shop_app(database, dependency_port)
     if probe is None:
         return app
     from brownout.probe import ProbeMiddleware
 
     return ProbeMiddleware(app, probe=probe, ledger_path=LEDGER_PATH)
+
+
+class Alternating:
+    """One server that serves bare and ``variant`` in turns of ``ALTERNATE_SLICE_S``: the
+    probe installed, then uninstalled, and so on, with the same app, engine and client.
+    Each turn's first ``ALTERNATE_SETTLE_S`` lets the requests of the previous turn finish;
+    then its process CPU time and completed requests are counted. ``GET /_bench/slices``
+    returns the turns as JSON. Solo on its core (nothing else shares it) and immune to the
+    machine's drift between turns that are seconds apart, since the figure compares
+    neighbouring turns."""
+
+    def __init__(self, variant: str, database: Path, dependency_port: int) -> None:
+        self.variant = variant
+        self.bare = shop_app(database, dependency_port)
+        self.target: Any = self.bare
+        self.mode = "bare"
+        self.probe: Any = None
+        self.done = 0  # requests completed
+        self.slices: list[dict[str, Any]] = []
+        self.flipper: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/_bench/slices":
+            body = json.dumps(self.slices).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if self.flipper is None:
+            self.flipper = asyncio.get_running_loop().create_task(self.flip())
+        await self.target(scope, receive, send)
+        self.done += 1
+
+    async def flip(self) -> None:
+        from brownout.probe import ProbeMiddleware
+
+        while True:
+            await asyncio.sleep(ALTERNATE_SETTLE_S)
+            cpu0, done0 = time.process_time(), self.done
+            await asyncio.sleep(ALTERNATE_SLICE_S - ALTERNATE_SETTLE_S)
+            cpu = time.process_time() - cpu0
+            self.slices.append({"mode": self.mode, "cpu_s": cpu, "requests": self.done - done0})
+            if self.probe is None:
+                self.probe = install_variant(self.variant)
+                self.target = ProbeMiddleware(self.bare, probe=self.probe)
+                self.mode = self.variant
+            else:
+                self.probe.uninstall()
+                self.probe = None
+                self.target = self.bare
+                self.mode = "bare"
 
 
 def serve(variant: str, port: int, database: Path, dependency_port: int) -> None:
@@ -243,128 +322,31 @@ def serve(variant: str, port: int, database: Path, dependency_port: int) -> None
 # -- tools ----------------------------------------------------------------------------------
 
 
-def ensure_wrk() -> None:
-    if shutil.which("wrk") is not None:
-        return
-    say("installing wrk with apt-get (needs root)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, env=env)
-
-
 def ensure_python_packages() -> None:
-    for module, package in (
-        ("uvicorn", "uvicorn"),
-        ("uvloop", "uvloop"),
-        ("httptools", "httptools"),
-        ("aiosqlite", "aiosqlite"),
-        ("sqlalchemy", "sqlalchemy"),
-        ("httpx", "httpx"),
-        ("starlette", "starlette"),
-        # without sniffio, httpcore retries a failing import on every call (a path scan
-        # several times per request), which inflates bare's cost and flatters the probe
-        ("sniffio", "sniffio"),
-    ):
-        try:
-            __import__(module)
-        except ImportError:
-            say(f"installing {package} with pip")
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
+    ensure_packages(
+        (
+            ("uvicorn", "uvicorn"),
+            ("uvloop", "uvloop"),
+            ("httptools", "httptools"),
+            ("aiosqlite", "aiosqlite"),
+            ("sqlalchemy", "sqlalchemy"),
+            ("httpx", "httpx"),
+            ("starlette", "starlette"),
+            # without sniffio, httpcore retries a failing import on every call (a path scan
+            # several times per request), which inflates bare's cost and flatters the probe
+            ("sniffio", "sniffio"),
+        )
+    )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def serve_args(name: str, port: int, *, database: Path, dependency_port: int) -> list[str]:
+    """The command-line arguments that make this script serve variant ``name``."""
+    return ["--serve", name, str(port), str(database), str(dependency_port)]
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the process exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
-@contextlib.contextmanager
-def process(args: list[str], core: str, port: int, *, batch: bool = False) -> Iterator[int]:
-    """This script with ``args``, pinned to ``core``, listening on ``port``; yields its pid.
-    ``batch``: under ``SCHED_BATCH`` (``chrt -b 0``), so that two servers sharing the core
-    take turns in long slices instead of preempting each other on every wake-up."""
-    cmd = ["taskset", "-c", core, sys.executable, __file__, *args]
-    if batch and shutil.which("chrt"):
-        cmd = ["chrt", "-b", "0", *cmd]
-    proc = subprocess.Popen(cmd)  # chrt and taskset exec: the pid is the server's
-    try:
-        wait_listening(port, proc)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far, all threads (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Run:
-    rps: float
-    requests: int
-    non_2xx: int
-    server_cpu_s: float
-    wrk_output: str = ""
-
-    @property
-    def usable(self) -> bool:
-        """Whether the figures can be divided by: the server answered and used CPU (a
-        run starved by other load on the machine, or a stuck server, has neither)."""
-        return self.requests > 0 and self.rps > 0 and self.server_cpu_s > 0
-
-    @property
-    def cpu_us_per_request(self) -> float:
-        return ratio(self.server_cpu_s, self.requests) * 1e6
-
-
-def wrk_command(url: str, seconds: float, connections: int = 32) -> list[str]:
-    return [
-        "taskset", "-c", GENERATOR_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url
-    ]  # fmt: skip
-
-
-def run_wrk(url: str, seconds: float, pid: int) -> Run:
-    """One wrk run from the generator core, with the server's CPU time over it."""
-    before = cpu_seconds(pid)
-    out = subprocess.run(
-        wrk_command(url, seconds), capture_output=True, text=True, check=True
-    ).stdout
-    return parse_wrk(out, cpu_seconds(pid) - before)
-
-
-def parse_wrk(out: str, cpu: float) -> Run:
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    if rps is None or total is None:
-        raise RuntimeError(f"could not read wrk output:\n{out}")
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    if errors:
-        say(f"  wrk: {errors.group(0)}")
-    return Run(float(rps.group(1)), int(total.group(1)), int(bad.group(1)) if bad else 0, cpu, out)
-
-
-def ratio(numerator: float, denominator: float) -> float:
-    """``numerator / denominator``, NaN when the denominator is not positive."""
-    return numerator / denominator if denominator > 0 else math.nan
+def process(args: list[str], core: str, port: int, *, batch: bool = False) -> Any:
+    """This script with ``args``, pinned to ``core``, listening on ``port``."""
+    return pinned(__file__, args, core, port, batch=batch)
 
 
 def _means(data: Any) -> Any:
@@ -385,91 +367,33 @@ def ledger_summary(port: int) -> dict[str, Any]:
     return {"endpoints": _means(ledger.get("endpoints", {})), "findings": ledger.get("findings")}
 
 
-# -- side by side -----------------------------------------------------------------------------
+# -- alternating -------------------------------------------------------------------------------
 
 
-@dataclass
-class Pair:
-    """One side-by-side round: both servers on the same core at once, each under its own
-    wrk; ``ratio`` is bare's server CPU per request over the variant's."""
-
-    bare: Run
-    variant: Run
-
-    @property
-    def ratio(self) -> float:
-        return ratio(self.bare.cpu_us_per_request, self.variant.cpu_us_per_request)
-
-
-def side_by_side(
-    variant: str,
-    database: Path,
-    dependency_port: int,
-    *,
-    pairs: int,
-    rounds: int,
-    seconds: float,
-    keep_ledger: bool = False,
-) -> tuple[list[Pair], dict[str, Any]]:
-    """``pairs`` fresh pairs of servers (bare and ``variant``), both pinned to the server
-    core under SCHED_BATCH and loaded at the same time for ``rounds`` x ``seconds``.
-
-    Why: on a shared VM the speed of a core drifts by tens of percent within seconds (other
-    tenants), so runs one after the other cannot resolve a few percent. Two servers loaded
-    at once on one core see the same drift; the kernel splits the core between them, and
-    each one's CPU per request (its CPU time over its requests) is measured under the same
-    conditions. The pair's start order alternates (the second server started gets about 3%
-    more, measured with two bare servers), and every pair is a fresh pair of processes (two
-    processes of the same build differ by a few percent)."""
-    found: list[Pair] = []
-    ledger: dict[str, Any] = {}
-    for n in range(pairs):
-        order = ("bare", variant) if n % 2 == 0 else (variant, "bare")
-        with contextlib.ExitStack() as stack:
-            servers: dict[str, tuple[int, int]] = {}
-            for name in order:
-                port = free_port()
-                serve_args = ["--serve", name, str(port), str(database), str(dependency_port)]
-                pid = stack.enter_context(process(serve_args, SERVER_CORE, port, batch=True))
-                servers[name] = (port, pid)
-            for rnd in range(rounds + 1):  # the first round warms both up
-                length = 2.0 if rnd == 0 else seconds
-                before = {name: cpu_seconds(pid) for name, (_, pid) in servers.items()}
-                procs = {
-                    name: subprocess.Popen(
-                        wrk_command(
-                            f"http://127.0.0.1:{port}/orders/17", length, SIDE_BY_SIDE_CONNECTIONS
-                        ),
-                        stdout=subprocess.PIPE,
-                        text=True,
-                    )
-                    for name, (port, _) in servers.items()
-                }
-                outs = {name: proc.communicate()[0] for name, proc in procs.items()}
-                if rnd == 0:
-                    continue
-                runs = {
-                    name: parse_wrk(outs[name], cpu_seconds(pid) - before[name])
-                    for name, (_, pid) in servers.items()
-                }
-                for name, run in runs.items():
-                    if not run.usable or run.non_2xx:
-                        raise SystemExit(
-                            f"side by side, {name}: no usable figures ({run.requests} "
-                            f"requests, {run.non_2xx} non-2xx, {run.server_cpu_s:g} s of "
-                            f"server CPU); wrk said:\n{run.wrk_output}"
-                        )
-                pair = Pair(runs["bare"], runs[variant])
-                found.append(pair)
-                say(
-                    f"pair {n + 1} round {rnd}: bare {pair.bare.cpu_us_per_request:7.1f} "
-                    f"us/req ({pair.bare.server_cpu_s:.2f} s CPU), {variant} "
-                    f"{pair.variant.cpu_us_per_request:7.1f} us/req "
-                    f"({pair.variant.server_cpu_s:.2f} s CPU): {pair.ratio:.3f}"
-                )
-            if keep_ledger and n == pairs - 1:
-                ledger = ledger_summary(servers[variant][0])
-    return found, ledger
+def alternating(variant: str, database: Path, dependency_port: int, seconds: float) -> list[float]:
+    """Drive one :class:`Alternating` server (bare and ``variant`` in turns) alone on the
+    server core for ``seconds``; returns, for each of the variant's turns between two bare
+    ones, the mean of the neighbours' server CPU per request over the turn's."""
+    port = free_port()
+    argv = serve_args(ALTERNATE + variant, port, database=database, dependency_port=dependency_port)
+    with process(argv, SERVER_CORE, port) as pid:
+        url = f"http://127.0.0.1:{port}/orders/17"
+        run = run_wrk(url, seconds, pid, ONE_AT_A_TIME_CONNECTIONS)
+        if not run.usable or run.non_2xx:
+            raise SystemExit(f"alternating {variant}: no usable run; wrk said:\n{run.wrk_output}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_bench/slices", timeout=5) as r:
+            slices = json.load(r)[2:]  # the first turns include the warm-up
+    per_request = [
+        (s["mode"], ratio(s["cpu_s"], s["requests"])) for s in slices if s["requests"] > 0
+    ]
+    found = []
+    for i in range(1, len(per_request) - 1):
+        mode, cost = per_request[i]
+        before, after = per_request[i - 1], per_request[i + 1]
+        if mode == variant and before[0] == after[0] == "bare":
+            found.append(ratio((before[1] + after[1]) / 2, cost))
+    say(f"alternating {variant}: " + ", ".join(f"{x:.3f}" for x in found))
+    return found
 
 
 # -- the per-step micro-benchmark -------------------------------------------------------------
@@ -536,6 +460,12 @@ def main() -> int:
         "--pairs", type=int, help="side-by-side pairs per variant (default 4, --quick 2)"
     )
     parser.add_argument(
+        "--alternate-seconds",
+        type=float,
+        default=None,
+        help="length of each variant's alternating run (default 60, --quick 30; 0: none)",
+    )
+    parser.add_argument(
         "--variants",
         default=",".join(VARIANTS[1:]),
         help=f"comma-separated variants to compare with bare (default: all of {VARIANTS[1:]})",
@@ -552,8 +482,14 @@ def main() -> int:
     if unknown or not chosen:
         parser.error(f"--variants={args.variants!r}: choose from {', '.join(VARIANTS[1:])}")
     variants = ("bare", *chosen)
-    if args.pairs is not None and args.pairs < 1:
-        parser.error(f"--pairs={args.pairs!r} must be at least 1")
+    if args.pairs is not None and args.pairs < 0:
+        parser.error(f"--pairs={args.pairs!r} must be 0 (no side-by-side runs) or more")
+    if args.alternate_seconds is not None and not (
+        args.alternate_seconds == 0 or args.alternate_seconds >= 10
+    ):
+        parser.error(
+            f"--alternate-seconds={args.alternate_seconds!r} must be 0 (none) or at least 10"
+        )
     if args.serve:
         variant, port, database, dependency_port = args.serve
         serve(variant, int(port), Path(database), int(dependency_port))
@@ -573,37 +509,45 @@ def main() -> int:
     ensure_wrk()
     runs: dict[str, list[Run]] = {v: [] for v in variants}
     side: dict[str, list[Pair]] = {}
+    alternate: dict[str, list[float]] = {}
+    alternate_s = (
+        args.alternate_seconds
+        if args.alternate_seconds is not None
+        else (30.0 if args.quick else 60.0)
+    )
     ledger: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-probe-") as tmp:
         database = Path(tmp) / "shop.db"
         make_database(database)
         dependency_port = free_port()
         with process(["--serve-dependency", str(dependency_port)], GENERATOR_CORE, dependency_port):
-            for variant in variants[1:]:
-                side[variant], got = side_by_side(
+            for variant in variants[1:] if alternate_s > 0 else ():
+                alternate[variant] = alternating(variant, database, dependency_port, alternate_s)
+            for variant in variants[1:] if pairs > 0 else ():
+                side[variant] = side_by_side(
+                    __file__,
                     variant,
-                    database,
-                    dependency_port,
+                    partial(serve_args, database=database, dependency_port=dependency_port),
+                    "/orders/17",
                     pairs=pairs,
                     rounds=2,
                     seconds=seconds / 2,
-                    keep_ledger=variant == "probe",
+                    connections=SIDE_BY_SIDE_CONNECTIONS,
+                    after_last=(lambda port: ledger.update(ledger_summary(port)))
+                    if variant == "probe"
+                    else None,
                 )
-                ledger = got or ledger
             for rnd in range(args.rounds):
                 for variant in variants:
                     port = free_port()
-                    serve_args = [
-                        "--serve",
-                        variant,
-                        str(port),
-                        str(database),
-                        str(dependency_port),
-                    ]
-                    with process(serve_args, SERVER_CORE, port) as pid:
+                    argv = serve_args(
+                        variant, port, database=database, dependency_port=dependency_port
+                    )
+                    with process(argv, SERVER_CORE, port) as pid:
                         url = f"http://127.0.0.1:{port}/orders/17"
-                        run_wrk(url, 1.0, pid)  # warm-up: connections, imports, caches
-                        run = run_wrk(url, seconds, pid)
+                        # warm-up: connections, imports, caches
+                        run_wrk(url, 1.0, pid, ONE_AT_A_TIME_CONNECTIONS)
+                        run = run_wrk(url, seconds, pid, ONE_AT_A_TIME_CONNECTIONS)
                     if not run.usable:
                         raise SystemExit(
                             f"{variant}, round {rnd + 1}: no usable figures ({run.requests} "
@@ -623,22 +567,37 @@ def main() -> int:
         "\nGET /orders/{id}: 3 SQLAlchemy async (aiosqlite) queries + 1 httpx call to a "
         "loopback dependency, Starlette under uvicorn."
     )
-    print(
-        f"\nSide by side (the figure): bare and the variant on one core at once, "
-        f"{pairs} fresh pairs x 2 rounds of {seconds / 2:g} s, wrk -c"
-        f"{SIDE_BY_SIDE_CONNECTIONS} each; 'x bare' = bare's server CPU per request / "
-        "the variant's (= the variant's throughput on a saturated core, as a share of bare's)."
-    )
-    print(f"{'variant':16s} {'x bare':>8s} {'min':>7s} {'max':>7s}  pairs x rounds")
-    side_median = {}
-    for v, found in side.items():
-        ratios = [p.ratio for p in found]
-        side_median[v] = statistics.median(ratios)
-        print(f"{v:16s} {side_median[v]:8.3f} {min(ratios):7.3f} {max(ratios):7.3f}  {len(ratios)}")
+    alternate_median = {v: statistics.median(found) for v, found in alternate.items() if found}
+    if alternate_median:
+        print(
+            f"\nAlternating (the figure): one server alone on its core serving bare and the "
+            f"variant in turns of {ALTERNATE_SLICE_S:g} s for {alternate_s:g} s (wrk -c"
+            f"{ONE_AT_A_TIME_CONNECTIONS}); 'x bare' = the neighbouring bare turns' server CPU "
+            "per request / the variant turn's (= its throughput on a saturated core, as a "
+            "share of bare's); the median over the variant's turns, and its quartiles."
+        )
+        print(f"{'variant':16s} {'x bare':>8s} {'q1':>7s} {'q3':>7s}  turns")
+        for v, found in alternate.items():
+            if len(found) < 2:
+                continue
+            q1, _, q3 = statistics.quantiles(found, n=4)
+            print(f"{v:16s} {alternate_median[v]:8.3f} {q1:7.3f} {q3:7.3f}  {len(found)}")
+    side_median = {v: statistics.median(p.ratio for p in found) for v, found in side.items()}
+    if side_median:
+        print(
+            f"\nSide by side (harsher: two servers share one core, so each one's extra code "
+            f"also costs cache misses): bare and the variant at once, {pairs} fresh pairs x 2 "
+            f"rounds of {seconds / 2:g} s, wrk -c{SIDE_BY_SIDE_CONNECTIONS} each; 'x bare' as "
+            "above."
+        )
+        print(f"{'variant':16s} {'x bare':>8s} {'min':>7s} {'max':>7s}  pairs x rounds")
+        for v, found in side.items():
+            got = [p.ratio for p in found]
+            print(f"{v:16s} {side_median[v]:8.3f} {min(got):7.3f} {max(got):7.3f}  {len(got)}")
     if rps:
         print(
             f"\nOne at a time (absolute figures; the machine drifts between runs): wrk -t1 "
-            f"-c32, median of {args.rounds} x {seconds:g} s."
+            f"-c{ONE_AT_A_TIME_CONNECTIONS}, median of {args.rounds} x {seconds:g} s."
         )
         print(f"{'variant':16s} {'req/s':>9s} {'x bare':>8s} {'us/req':>8s} {'x bare (cpu)':>13s}")
     for v, v_rps in rps.items():
@@ -647,13 +606,13 @@ def main() -> int:
             f"{ratio(cpu['bare'], cpu[v]):13.3f}"
         )
     for v, label in (("probe", "every request"), ("probe_sampled", f"sample={SAMPLE:g}")):
-        if v not in side_median:
-            continue
-        verdict = "met" if side_median[v] >= TARGET_VS_BARE else "NOT met"
-        print(
-            f"\n{v} ({label}) vs bare, side by side: {side_median[v]:.3f}; target >= "
-            f"{TARGET_VS_BARE}: {verdict}"
-        )
+        for method, figures in (("alternating", alternate_median), ("side by side", side_median)):
+            if v in figures:
+                verdict = "met" if figures[v] >= TARGET_VS_BARE else "NOT met"
+                print(
+                    f"{v} ({label}) vs bare, {method}: {figures[v]:.3f}; target >= "
+                    f"{TARGET_VS_BARE}: {verdict}"
+                )
     endpoints = ledger.get("endpoints", {})
     items = endpoints.items() if isinstance(endpoints, dict) else enumerate(endpoints)
     for name, stats in items:
@@ -676,6 +635,8 @@ def main() -> int:
                         for v, found in side.items()
                     },
                     "side_by_side_median": side_median,
+                    "alternating": alternate,
+                    "alternating_median": alternate_median,
                     "runs": {
                         v: [{k: x for k, x in vars(r).items() if k != "wrk_output"} for r in rs]
                         for v, rs in runs.items()
