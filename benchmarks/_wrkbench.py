@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -237,3 +238,16 @@ def side_by_side(
             if after_last is not None and n == pairs - 1:
                 after_last(servers[variant][0])
     return found
+
+
+def print_side_by_side(side: dict[str, list[Pair]], heading: str) -> dict[str, float]:
+    """Print ``heading`` and one line per variant (median, min and max of its pair ratios);
+    returns the medians."""
+    medians = {v: statistics.median(p.ratio for p in found) for v, found in side.items()}
+    if medians:
+        print(heading)
+        print(f"{'variant':16s} {'x bare':>8s} {'min':>7s} {'max':>7s}  pairs x rounds")
+        for v, found in side.items():
+            got = [p.ratio for p in found]
+            print(f"{v:16s} {medians[v]:8.3f} {min(got):7.3f} {max(got):7.3f}  {len(got)}")
+    return medians

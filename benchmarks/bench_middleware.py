@@ -56,6 +56,7 @@ from _wrkbench import (
     ensure_wrk,
     free_port,
     pinned,
+    print_side_by_side,
     run_wrk,
     say,
     side_by_side,
@@ -257,16 +258,12 @@ def main() -> int:
             f"{v:16s} {rps[v]:10,.0f} {rps[v] / rps['bare']:8.3f} {cpu[v]:8.1f} "
             f"{cpu['bare'] / cpu[v]:13.3f}"
         )
-    if side:
-        print(
-            f"\nSide by side (bare and the variant on one core at once, {pairs} fresh pairs x 2 "
-            f"rounds of {seconds / 2:g} s, wrk -c{CONNECTIONS} each; see bench_probe.py): "
-            "'x bare' = bare's server CPU per request / the variant's."
-        )
-        print(f"{'variant':16s} {'x bare':>8s} {'min':>7s} {'max':>7s}")
-        for v, found in side.items():
-            got = [p.ratio for p in found]
-            print(f"{v:16s} {statistics.median(got):8.3f} {min(got):7.3f} {max(got):7.3f}")
+    print_side_by_side(
+        side,
+        f"\nSide by side (bare and the variant on one core at once, {pairs} fresh pairs x 2 "
+        f"rounds of {seconds / 2:g} s, wrk -c{CONNECTIONS} each; see bench_probe.py): "
+        "'x bare' = bare's server CPU per request / the variant's.",
+    )
     by_rps = rps["guard"] / rps["bare"]
     by_cpu = cpu["bare"] / cpu["guard"]
     vs_slowapi = cpu["slowapi"] / cpu["guard"]

@@ -72,6 +72,7 @@ from _wrkbench import (
     ensure_wrk,
     free_port,
     pinned,
+    print_side_by_side,
     ratio,
     run_wrk,
     say,
@@ -582,18 +583,12 @@ def main() -> int:
                 continue
             q1, _, q3 = statistics.quantiles(found, n=4)
             print(f"{v:16s} {alternate_median[v]:8.3f} {q1:7.3f} {q3:7.3f}  {len(found)}")
-    side_median = {v: statistics.median(p.ratio for p in found) for v, found in side.items()}
-    if side_median:
-        print(
-            f"\nSide by side (harsher: two servers share one core, so each one's extra code "
-            f"also costs cache misses): bare and the variant at once, {pairs} fresh pairs x 2 "
-            f"rounds of {seconds / 2:g} s, wrk -c{SIDE_BY_SIDE_CONNECTIONS} each; 'x bare' as "
-            "above."
-        )
-        print(f"{'variant':16s} {'x bare':>8s} {'min':>7s} {'max':>7s}  pairs x rounds")
-        for v, found in side.items():
-            got = [p.ratio for p in found]
-            print(f"{v:16s} {side_median[v]:8.3f} {min(got):7.3f} {max(got):7.3f}  {len(got)}")
+    side_median = print_side_by_side(
+        side,
+        f"\nSide by side (harsher: two servers share one core, so each one's extra code also "
+        f"costs cache misses): bare and the variant at once, {pairs} fresh pairs x 2 rounds "
+        f"of {seconds / 2:g} s, wrk -c{SIDE_BY_SIDE_CONNECTIONS} each; 'x bare' as above.",
+    )
     if rps:
         print(
             f"\nOne at a time (absolute figures; the machine drifts between runs): wrk -t1 "
