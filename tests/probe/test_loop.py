@@ -130,9 +130,11 @@ def test_concurrent_requests_get_their_own_numbers(run: Runner[Any]) -> None:
     assert len(a.blocking) == 1
     assert a.steps >= 4  # its own steps and the child's
     assert b.steps >= 51
-    assert b.loop_busy_s < 0.02
-    assert b.blocking == []
-    assert b.longest_step_s < 0.02
+    # the 30 ms blocking step is a's alone; bounds below 30 ms, with room for a loaded
+    # machine descheduling the loop thread during one of b's tiny steps
+    assert b.loop_busy_s < 0.03
+    assert b.longest_step_s < 0.03
+    assert all(step.wall_s < 0.03 for step in b.blocking)
 
 
 def test_the_last_step_is_booked_by_the_detector(run: Runner[Any]) -> None:

@@ -434,8 +434,10 @@ def test_two_concurrent_requests_get_their_own_numbers(
     assert a.cpu_s >= 0.95 * BLOCK_S  # its CPU step (CPU time is exact to a few us a step)
     assert a.longest_step_s >= BLOCK_S
     assert any(s.wall_s >= BLOCK_S and s.stack[-1].endswith(" in crunch") for s in a.blocking)
-    assert b.blocking == []
-    assert b.longest_step_s < 0.03
+    # none of the costly request's CPU step is booked to the cheap one; checked on CPU time
+    # and stacks, which a loaded machine descheduling the loop thread cannot inflate
+    assert b.cpu_s < BLOCK_S / 2
+    assert not any(s.stack and s.stack[-1].endswith(" in crunch") for s in b.blocking)
     assert b.loop_busy_s < a.loop_busy_s
     assert a.steps > b.steps > 0
 
