@@ -336,3 +336,16 @@ def test_aiosqlite_connections_keep_plain_cursors(probe: Probe, db_file: str) ->
         assert type(direct.cursor()) is not sqlite3.Cursor
     finally:
         direct.close()
+
+
+def test_connect_from_code_without_a_module_name_is_timed(probe: Probe, db_file: str) -> None:
+    """``exec`` with bare globals has no ``__name__``: the hook still wraps the connection
+    (and never fails the call)."""
+    scope: dict[str, object] = {"sqlite3": sqlite3, "path": db_file}
+    exec("conn = sqlite3.connect(path)", scope)
+    conn = scope["conn"]
+    assert isinstance(conn, sqlite3.Connection)
+    try:
+        assert type(conn) is not sqlite3.Connection
+    finally:
+        conn.close()

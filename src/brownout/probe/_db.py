@@ -62,11 +62,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import sys
 import weakref
 from collections.abc import Callable
 from time import perf_counter
+from types import FrameType
 from typing import Any
 
 from ._cost import DbCall, RequestCost, _current, call_site
@@ -376,7 +376,12 @@ def install_sqlalchemy(site_capture_s: float) -> tuple[Undo, DbState]:
 
 # -- sqlite3 ------------------------------------------------------------------------------
 
-_AIOSQLITE = re.compile(r"aiosqlite(?:\.|$)")
+
+def _opened_by_aiosqlite(frame: FrameType) -> bool:
+    """Whether ``frame`` (the caller of ``sqlite3.connect``) is aiosqlite's code. A frame
+    whose globals have no ``__name__`` (code run by ``exec``) is not."""
+    name = str(frame.f_globals.get("__name__", ""))
+    return name == "aiosqlite" or name.startswith("aiosqlite.")
 
 
 def install_sqlite3(site_capture_s: float) -> tuple[Undo, DbState]:
@@ -519,7 +524,7 @@ def install_sqlite3(site_capture_s: float) -> tuple[Undo, DbState]:
     def wrap_connect(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def connect(*args: Any, **kwargs: Any) -> Any:
-            if not state.active or _AIOSQLITE.match(sys._getframe(1).f_globals["__name__"]):
+            if not state.active or _opened_by_aiosqlite(sys._getframe(1)):
                 # aiosqlite runs every statement in a thread of its own that never carries
                 # a request's context: nothing could be booked there, so its connection
                 # keeps C cursors (a Python cursor would only cost that thread, and the
